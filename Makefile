@@ -1,0 +1,46 @@
+# The two entry points (README): `make demo` and `make test`. Each creates .venv on a fresh
+# machine, installs the dev requirements and builds accord into it.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+NP ?= 4
+# Open MPI refuses to run as root without these; harmless otherwise.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export OMPI_MCA_rmaps_base_oversubscribe := 1
+MPIRUN := $(BIN)/mpirun --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x PYTHONUNBUFFERED=1
+SOURCES := $(shell find csrc cmake python -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' -o -name '*.h' -o -name '*.py' -o -name '*.cmake' \)) CMakeLists.txt setup.py pyproject.toml
+
+.PHONY: demo test gpu-test bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.deps: requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.deps $(SOURCES)
+	$(BIN)/pip install -q --no-build-isolation --no-deps .
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(MPIRUN) -np $(NP) $(BIN)/python -m accord.demo
+
+test: install
+	$(BIN)/python -m pytest -q -ra tests
+
+# On a machine with an NVIDIA GPU: CUDA build, every GPU test, the kernel benchmark on the GPU.
+gpu-test: $(VENV)/.deps
+	ACCORD_WITH_CUDA=1 $(BIN)/pip install -q --no-build-isolation --no-deps --force-reinstall .
+	$(BIN)/python -m pytest -q -ra -m cuda tests
+	$(BIN)/python benchmarks/kernels.py --device cuda --json results/kernels_cuda.json
+
+bench: install
+	$(BIN)/python benchmarks/kernels.py --json results/kernels_cpu.json
+
+clean:
+	rm -rf build $(VENV) python/*.egg-info

@@ -1,0 +1,237 @@
+"""The one dispatch layer between arrays/tensors and the `accord._C` kernels.
+
+It turns numpy arrays and torch tensors (CPU or CUDA) into (dtype code, device, address), checks
+everything a kernel relies on, keeps the per-layout tile tables cached, and allocates outputs in
+the caller's framework. torch is never imported here: a tensor is recognised by its type's module,
+so numpy-only users (mpi4py training loops) need no torch.
+
+Everything public goes through `accord.ops`; the collectives call the functions here directly
+because they already hold validated, contiguous buffers and the 4 KiB latency path cannot afford
+torch's op dispatch.
+"""
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+
+import numpy as np
+
+from . import _C
+
+CPU, CUDA = 0, 1
+FLOAT32, FLOAT64, FLOAT16, BFLOAT16 = 0, 1, 2, 3
+_NUMPY_CODES = {np.dtype(np.float32): FLOAT32, np.dtype(np.float64): FLOAT64,
+                np.dtype(np.float16): FLOAT16}
+_CODE_NAMES = {FLOAT32: "float32", FLOAT64: "float64", FLOAT16: "float16", BFLOAT16: "bfloat16"}
+SUPPORTED = "float32, float64, float16 or bfloat16"
+
+
+def is_tensor(x) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+
+
+def _torch():
+    return sys.modules["torch"]
+
+
+@lru_cache(maxsize=None)
+def _torch_codes():
+    torch = _torch()
+    return {torch.float32: FLOAT32, torch.float64: FLOAT64, torch.float16: FLOAT16,
+            torch.bfloat16: BFLOAT16}
+
+
+class Buf:
+    """A validated view of one argument: framework, dtype code, device, address, shape."""
+
+    __slots__ = ("obj", "tensor", "code", "device", "ptr", "shape", "cuda_index")
+
+    def __init__(self, obj, name: str, *, float_only: bool = True):
+        self.obj = obj
+        if is_tensor(obj):
+            self.tensor = True
+            if float_only:
+                code = _torch_codes().get(obj.dtype)
+                if code is None:
+                    raise TypeError(f"{name}: dtype {obj.dtype} is not supported; "
+                                    f"use {SUPPORTED}")
+                self.code = code
+            else:
+                self.code = -1
+            if not obj.is_contiguous():
+                raise ValueError(f"{name} must be contiguous; call .contiguous() first")
+            dev = obj.device
+            if dev.type == "cuda":
+                self.device, self.cuda_index = CUDA, dev.index
+            elif dev.type == "cpu":
+                self.device, self.cuda_index = CPU, None
+            else:
+                raise ValueError(f"{name} is on device {dev}; accord supports cpu and cuda")
+            self.ptr = obj.data_ptr()
+            self.shape = tuple(obj.shape)
+        elif isinstance(obj, np.ndarray):
+            self.tensor = False
+            if float_only:
+                code = _NUMPY_CODES.get(obj.dtype)
+                if code is None:
+                    raise TypeError(f"{name}: dtype {obj.dtype} is not supported; use float32, "
+                                    "float64 or float16 (bfloat16 via torch tensors)")
+                self.code = code
+            else:
+                self.code = -1
+            if not obj.flags.c_contiguous:
+                raise ValueError(f"{name} must be C-contiguous; use np.ascontiguousarray")
+            self.device, self.cuda_index = CPU, None
+            self.ptr = obj.ctypes.data
+            self.shape = obj.shape
+        else:
+            raise TypeError(f"{name} must be a numpy array or a torch tensor, "
+                            f"got {type(obj).__name__}")
+
+    @property
+    def dtype_name(self) -> str:
+        return _CODE_NAMES[self.code]
+
+
+def same_kind(ref: Buf, other: Buf, name: str, ref_name: str, *, dtype: bool = True) -> None:
+    """Mixed frameworks, dtypes or devices are errors, never silent conversions."""
+    if ref.tensor != other.tensor:
+        raise TypeError(f"{name} and {ref_name} must both be numpy arrays or both torch tensors")
+    if dtype and ref.code != other.code:
+        raise TypeError(f"{name} has dtype {other.dtype_name} but {ref_name} has "
+                        f"{ref.dtype_name}; convert one so they match")
+    if ref.device != other.device or ref.cuda_index != other.cuda_index:
+        raise ValueError(f"{name} is on {_device_name(other)} but {ref_name} is on "
+                         f"{_device_name(ref)}; move them to one device")
+
+
+def _device_name(b: Buf) -> str:
+    return "cpu" if b.device == CPU else f"cuda:{b.cuda_index}"
+
+
+def check_cuda_available(buf: Buf, name: str) -> None:
+    if buf.device != CUDA:
+        return
+    if not _C.build_info()["cuda"]:
+        raise RuntimeError(f"{name} is a CUDA tensor but accord was built without CUDA kernels; "
+                           "reinstall with nvcc on PATH (or ACCORD_WITH_CUDA=1)")
+    if _C.cuda_device_count() == 0:
+        raise RuntimeError(f"{name} is a CUDA tensor but no usable GPU is visible to accord")
+
+
+# ---------------------------------------------------------------------------------------------
+# Segment layouts
+
+
+def host_offsets(offsets, length: int, name: str = "offsets") -> np.ndarray:
+    """Validate offsets (L+1 non-decreasing int64, 0 .. length) and return them as numpy."""
+    if is_tensor(offsets):
+        if offsets.device.type != "cpu":
+            raise ValueError(f"{name} must live on the CPU (it is layout metadata); "
+                             "pass offsets.cpu()")
+        off = offsets.detach().numpy()
+    else:
+        off = np.asarray(offsets)
+    if off.ndim != 1 or off.shape[0] < 1:
+        raise ValueError(f"{name} must be a 1-D array of L+1 values, got shape {off.shape}")
+    if off.dtype != np.int64:
+        if not np.issubdtype(off.dtype, np.integer):
+            raise TypeError(f"{name} must hold integers (int64), got {off.dtype}")
+        off = off.astype(np.int64)
+    off = np.ascontiguousarray(off)
+    if off[0] != 0:
+        raise ValueError(f"{name}[0] must be 0, got {int(off[0])}")
+    if off[-1] != length:
+        raise ValueError(f"{name}[-1] must equal the buffer length {length}, got {int(off[-1])}")
+    if off.shape[0] > 1 and np.any(off[1:] < off[:-1]):
+        raise ValueError(f"{name} must be non-decreasing")
+    return off
+
+
+class Plan:
+    """Tile tables for one layout on one device, cached: a training loop reuses its layout."""
+
+    __slots__ = ("offsets", "tile_start", "layout", "keep", "num_segments")
+
+    def __init__(self, offsets: np.ndarray, device: int, cuda_index, gram: bool):
+        tile = _C.tile_size(device, gram)
+        lengths = np.diff(offsets)
+        tile_start = np.zeros(offsets.shape[0], dtype=np.int64)
+        np.cumsum((lengths + tile - 1) // tile, out=tile_start[1:])
+        self.offsets, self.tile_start = offsets, tile_start
+        self.num_segments = offsets.shape[0] - 1
+        if device == CUDA:
+            torch = _torch()
+            dev = torch.device("cuda", cuda_index)
+            self.keep = (torch.from_numpy(offsets).to(dev), torch.from_numpy(tile_start).to(dev))
+            ptrs = (self.keep[0].data_ptr(), self.keep[1].data_ptr())
+        else:
+            self.keep = (offsets, tile_start)
+            ptrs = (offsets.ctypes.data, tile_start.ctypes.data)
+        self.layout = _C.Layout(ptrs[0], ptrs[1], self.num_segments, int(tile_start[-1]), tile)
+
+
+_PLANS: dict = {}
+_MAX_PLANS = 1024
+
+
+def plan(offsets: np.ndarray, buf: Buf, gram: bool = False) -> Plan:
+    key = (offsets.tobytes(), buf.device, buf.cuda_index, gram)
+    p = _PLANS.get(key)
+    if p is None:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        p = _PLANS[key] = Plan(offsets, buf.device, buf.cuda_index, gram)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Allocation in the caller's framework
+
+
+def empty(like: Buf, shape, float64: bool = False):
+    if like.tensor:
+        torch = _torch()
+        dtype = torch.float64 if float64 else like.obj.dtype
+        return torch.empty(shape, dtype=dtype, device=like.obj.device)
+    return np.empty(shape, dtype=np.float64 if float64 else like.obj.dtype)
+
+
+def float64_array(values, like: Buf, name: str, shape):
+    """Coefficient arrays (weights, alpha, beta): float64, contiguous, on like's device."""
+    if like.tensor:
+        torch = _torch()
+        if is_tensor(values):
+            t = values.to(device=like.obj.device, dtype=torch.float64)
+        else:
+            t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=like.obj.device)
+        t = t.contiguous()
+    else:
+        if is_tensor(values):
+            values = values.detach().cpu().numpy()
+        t = np.ascontiguousarray(values, dtype=np.float64)
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    return t
+
+
+def workspace(buf: Buf, op: str, p: Plan, k: int = 0, with_rhs: bool = False):
+    if buf.device != CUDA:
+        return None, 0
+    nbytes = _C.workspace_bytes(CUDA, op, p.layout, k, with_rhs)
+    torch = _torch()
+    ws = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=buf.obj.device)
+    return ws, ws.data_ptr()
+
+
+def stream(buf: Buf) -> int:
+    if buf.device != CUDA:
+        return 0
+    torch = _torch()
+    return torch.cuda.current_stream(buf.obj.device).cuda_stream
+
+
+def addr(x) -> int:
+    if x is None:
+        return 0
+    return x.data_ptr() if is_tensor(x) else x.ctypes.data

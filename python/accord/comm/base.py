@@ -1,0 +1,164 @@
+"""The communicator interface every accord algorithm is written against.
+
+A :class:`Communicator` is a small, synchronous set of point-to-point and collective
+operations over a fixed, ordered group of processes (ranks ``0 .. size-1``). It plays the
+role of the communicator abstraction in Horovod's ``adasum.h``: algorithms such as VHDD
+Adasum only ever call these methods, so they run unchanged over MPI (mpi4py) or
+torch.distributed.
+
+Buffer conventions shared by every method that takes a buffer:
+
+* A buffer is a numpy array or a torch tensor (torch is optional: it is never imported by
+  this module, and numpy-only users never need it).
+* Buffers are contiguous; they are treated as flat arrays of ``buf.size`` / ``buf.numel()``
+  elements (a contiguous multi-dimensional buffer is accepted and handled as its flat view).
+  Element counts may be zero.
+* Matching buffers on different ranks have the same dtype; the element counts the call
+  describes (per method, below) must agree between ranks, as in MPI.
+* Every call is blocking: when it returns, send buffers may be reused and receive buffers
+  hold their final contents. Implementations may stage through temporaries (e.g. CUDA ->
+  host, bfloat16 -> float32) but results always land in the caller's buffer.
+* Collective calls must be made by every rank of the communicator, in the same order.
+"""
+
+from __future__ import annotations
+
+import abc
+import sys
+from typing import Any
+
+_REDUCE_OPS = ("sum", "max", "min")
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    """True if ``x`` is a torch tensor, without importing torch."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _check_op(op: str) -> str:
+    if op not in _REDUCE_OPS:
+        raise ValueError(f"unsupported reduction op {op!r}; expected one of {_REDUCE_OPS}")
+    return op
+
+
+class Communicator(abc.ABC):
+    """Abstract communicator over an ordered group of ``size`` ranks.
+
+    Subclasses: :class:`accord.comm.MPICommunicator` (mpi4py) and
+    :class:`accord.comm.TorchCommunicator` (torch.distributed).
+    """
+
+    #: Short transport name: ``"mpi"``, or the torch.distributed backend (``"gloo"``,
+    #: ``"nccl"``, ...).
+    backend: str = ""
+
+    @property
+    @abc.abstractmethod
+    def rank(self) -> int:
+        """This process's rank in the communicator, ``0 <= rank < size``."""
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Number of ranks in the communicator."""
+
+    # -- point to point ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def sendrecv(self, sendbuf, dest: int, recvbuf, source: int) -> None:
+        """Send ``sendbuf`` to rank ``dest`` while receiving ``recvbuf`` from ``source``.
+
+        Both transfers proceed concurrently (no deadlock when two ranks exchange with each
+        other) and the call returns once both have completed. ``sendbuf`` and ``recvbuf`` may
+        have different lengths, and either may be empty; the receive length must equal the
+        length ``source`` sends. ``dest == source == rank`` copies ``sendbuf`` into
+        ``recvbuf``. The buffers must not overlap. This is on the Adasum hot path (one call
+        per level), so implementations keep per-call overhead to a minimum.
+        """
+
+    # -- collectives ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def allreduce_small(self, values, op: str = "sum"):
+        """Reduce a small host array element-wise over all ranks; return a new numpy array.
+
+        ``values`` is a 1-D numpy array (or array-like) of float64 or int64, typically a few
+        per-layer scalars (e.g. ``3*L`` dot products) or a signature to compare across ranks.
+        ``op`` is ``"sum"``, ``"max"`` or ``"min"``. Every rank gets the same result, of the
+        same dtype and shape as ``values``; ``values`` itself is not modified. Called once per
+        Adasum level, so it must be cheap.
+        """
+
+    @abc.abstractmethod
+    def allreduce_(self, buf, op: str = "sum"):
+        """Reduce ``buf`` element-wise over all ranks, in place; return ``buf``.
+
+        For large buffers (plain Sum/Average, benchmark baseline). ``op`` is ``"sum"``,
+        ``"max"`` or ``"min"``. float16 and bfloat16 are reduced in float32 and rounded
+        once at the end. Every rank must pass the same number of elements and dtype.
+        """
+
+    @abc.abstractmethod
+    def allgather(self, sendbuf, recvbuf) -> None:
+        """Gather ``sendbuf`` from every rank into ``recvbuf``, in rank order.
+
+        ``recvbuf`` holds ``size * len(sendbuf)`` elements; block ``j`` (elements
+        ``j*n .. (j+1)*n``) receives rank ``j``'s ``sendbuf``. All ranks send the same count.
+        """
+
+    @abc.abstractmethod
+    def allgather_object(self, obj: Any) -> list:
+        """Gather one picklable object per rank; return the rank-ordered list.
+
+        For setup and validation only (it pickles), never on the hot path.
+        """
+
+    @abc.abstractmethod
+    def broadcast_(self, buf, root: int):
+        """Overwrite ``buf`` on every rank with ``root``'s ``buf``, in place; return ``buf``."""
+
+    @abc.abstractmethod
+    def alltoall(self, sendbuf, recvbuf) -> None:
+        """Exchange equal blocks between all pairs of ranks.
+
+        ``sendbuf`` and ``recvbuf`` both hold ``size * block`` elements (``block`` may be
+        0). Block ``i`` of ``sendbuf`` goes to rank ``i``; block ``j`` of ``recvbuf`` comes
+        from rank ``j``.
+        """
+
+    @abc.abstractmethod
+    def barrier(self) -> None:
+        """Block until every rank of the communicator has entered the barrier."""
+
+    # -- communicator management ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def split(self, color: int | None, key: int | None = None) -> "Communicator | None":
+        """Partition this communicator by ``color``; return this rank's part.
+
+        Collective: every rank calls it. Ranks passing the same non-negative ``color`` end up
+        in the same new communicator, ordered by ``key`` (default: this rank) and then by
+        rank in this communicator. A rank passing ``color=None`` joins no part and gets
+        ``None``. Callers are expected to keep the result; implementations return the cached
+        communicator when the same partition (every rank's ``(color, key)``) is requested
+        again, so repeated calls do not leak communicators.
+        """
+
+    @abc.abstractmethod
+    def local_split(self) -> "Communicator":
+        """Communicator of the ranks of this communicator on this node (shared memory).
+
+        Collective on first call; cached afterwards. Ranks keep their relative order.
+        """
+
+    @abc.abstractmethod
+    def abort(self, code: int = 1) -> None:
+        """Terminate the whole job with exit status ``code``, without waiting for other ranks.
+
+        Use after an unrecoverable error on one rank so that peers blocked in a collective
+        do not hang. Does not return.
+        """
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} backend={self.backend} rank={self.rank} size={self.size}>"
