@@ -11,6 +11,7 @@ torch's op dispatch.
 """
 from __future__ import annotations
 
+import math
 import sys
 from functools import lru_cache
 
@@ -41,23 +42,32 @@ def _torch_codes():
             torch.bfloat16: BFLOAT16}
 
 
+def dtype_code(obj, name: str) -> int:
+    """The kernel dtype code of an array or tensor; TypeError naming ``name`` otherwise."""
+    if is_tensor(obj):
+        code = _torch_codes().get(obj.dtype)
+        if code is None:
+            raise TypeError(f"{name}: dtype {obj.dtype} is not supported; use {SUPPORTED}")
+        return code
+    if isinstance(obj, np.ndarray):
+        code = _NUMPY_CODES.get(obj.dtype)
+        if code is None:
+            raise TypeError(f"{name}: dtype {obj.dtype} is not supported; use float32, "
+                            "float64 or float16 (bfloat16 via torch tensors)")
+        return code
+    raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(obj).__name__}")
+
+
 class Buf:
     """A validated view of one argument: framework, dtype code, device, address, shape."""
 
     __slots__ = ("obj", "tensor", "code", "device", "ptr", "shape", "cuda_index")
 
-    def __init__(self, obj, name: str, *, float_only: bool = True):
+    def __init__(self, obj, name: str):
         self.obj = obj
+        self.code = dtype_code(obj, name)
         if is_tensor(obj):
             self.tensor = True
-            if float_only:
-                code = _torch_codes().get(obj.dtype)
-                if code is None:
-                    raise TypeError(f"{name}: dtype {obj.dtype} is not supported; "
-                                    f"use {SUPPORTED}")
-                self.code = code
-            else:
-                self.code = -1
             if not obj.is_contiguous():
                 raise ValueError(f"{name} must be contiguous; call .contiguous() first")
             dev = obj.device
@@ -69,24 +79,13 @@ class Buf:
                 raise ValueError(f"{name} is on device {dev}; accord supports cpu and cuda")
             self.ptr = obj.data_ptr()
             self.shape = tuple(obj.shape)
-        elif isinstance(obj, np.ndarray):
+        else:
             self.tensor = False
-            if float_only:
-                code = _NUMPY_CODES.get(obj.dtype)
-                if code is None:
-                    raise TypeError(f"{name}: dtype {obj.dtype} is not supported; use float32, "
-                                    "float64 or float16 (bfloat16 via torch tensors)")
-                self.code = code
-            else:
-                self.code = -1
             if not obj.flags.c_contiguous:
                 raise ValueError(f"{name} must be C-contiguous; use np.ascontiguousarray")
             self.device, self.cuda_index = CPU, None
             self.ptr = obj.ctypes.data
             self.shape = obj.shape
-        else:
-            raise TypeError(f"{name} must be a numpy array or a torch tensor, "
-                            f"got {type(obj).__name__}")
 
     @property
     def dtype_name(self) -> str:
@@ -235,3 +234,43 @@ def addr(x) -> int:
     if x is None:
         return 0
     return x.data_ptr() if is_tensor(x) else x.ctypes.data
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw calls for the collectives: buffers already validated (same dtype/device, contiguous 1-D).
+
+ITEMSIZE = {FLOAT32: 4, FLOAT64: 8, FLOAT16: 2, BFLOAT16: 2}
+
+
+class Flat:
+    """A validated, contiguous 1-D buffer the collectives run kernels on by address."""
+
+    __slots__ = ("obj", "code", "device", "ptr", "itemsize", "n", "stream", "cuda_index")
+
+    def __init__(self, obj, name: str = "tensor"):
+        b = Buf(obj, name)
+        check_cuda_available(b, name)
+        self.obj, self.code, self.device, self.ptr = obj, b.code, b.device, b.ptr
+        self.cuda_index = b.cuda_index
+        self.itemsize = ITEMSIZE[b.code]
+        self.n = math.prod(b.shape)
+        self.stream = stream(b)
+
+    def at(self, index: int) -> int:
+        return self.ptr + index * self.itemsize
+
+    def new(self, n: int, float64: bool = False):
+        """An uninitialised buffer of n elements of this dtype (or float64), same device."""
+        if is_tensor(self.obj):
+            torch = _torch()
+            return torch.empty(n, dtype=torch.float64 if float64 else self.obj.dtype,
+                               device=self.obj.device)
+        return np.empty(n, dtype=np.float64 if float64 else self.obj.dtype)
+
+    def workspace(self, op: str, p: Plan):
+        if self.device != CUDA:
+            return None, 0
+        nbytes = _C.workspace_bytes(CUDA, op, p.layout, 0, False)
+        torch = _torch()
+        ws = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=self.obj.device)
+        return ws, ws.data_ptr()

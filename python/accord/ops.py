@@ -62,8 +62,35 @@ def _torch_ops():
 
 
 def _offsets_tensor(offsets, length):
+    """Offsets for a torch custom op: a CPU int64 tensor. A tensor is passed through unchanged
+    (the implementation validates it with host_offsets), so no numpy runs while torch.compile
+    traces the call."""
     import torch
+    if isinstance(offsets, torch.Tensor):
+        return offsets
+    if offsets is None:
+        return torch.tensor([0, length], dtype=torch.int64)
+    if torch.compiler.is_compiling():  # numpy/list offsets while tracing: no numpy checks here
+        return torch.as_tensor(offsets, dtype=torch.int64)
     return torch.from_numpy(_offsets_for(offsets, length))
+
+
+def _require_tensors(ref_name, **named):
+    """With torch tensors, every other buffer must be a tensor too (numpy ones are an error,
+    as in same_kind, not an opaque schema-cast failure inside torch.ops)."""
+    for name, value in named.items():
+        if value is not None and not is_tensor(value):
+            raise TypeError(f"{name} and {ref_name} must both be numpy arrays or both torch "
+                            f"tensors, got {type(value).__name__} for {name}")
+
+
+def _float64_tensor(value, like, name):
+    """Coefficient arrays (dots, weights, alpha, beta) given as numpy/lists with torch data:
+    converted to float64 tensors on the data's device, like float64_array does for numpy."""
+    if value is None or is_tensor(value):
+        return value
+    import torch
+    return torch.as_tensor(np.asarray(value, dtype=np.float64), device=like.device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +224,7 @@ def _axpby(x, y, alpha, beta, offsets, out):
 def segment_dots(a, b, offsets):
     """Per segment ``(a.b, a.a, b.b)`` as float64 ``[L, 3]``, in one pass over a and b."""
     if is_tensor(a):
+        _require_tensors("a", b=b)
         return _torch_ops().segment_dots(a, b, _offsets_tensor(offsets, a.numel()))
     return _segment_dots(a, b, offsets)
 
@@ -211,8 +239,10 @@ def adasum_combine(a, b, offsets, out=None, *, dots=None, weights=(1, 1)):
     dot pass. ``out`` may be ``a`` or ``b`` (in place).
     """
     if is_tensor(a):
+        _require_tensors("a", b=b, out=out)
         _check_weights(weights)
         weights = [float(w) for w in weights]
+        dots = _float64_tensor(dots, a, "dots")
         t = _torch_ops()
         off = _offsets_tensor(offsets, a.numel())
         if out is None:
@@ -228,6 +258,7 @@ def gram(vectors, offsets, rhs=None):
     With ``rhs`` (n elements) also returns ``[L, k]`` products ``v_i . rhs``: ``(gram, rhs_dots)``.
     """
     if is_tensor(vectors):
+        _require_tensors("vectors", rhs=rhs)
         g, r = _torch_ops().gram(vectors, _offsets_tensor(offsets, vectors.shape[-1]), rhs)
     else:
         g, r = _gram(vectors, offsets, rhs)
@@ -242,6 +273,7 @@ def solve_spd(gram, rhs, ridge=0.0):
     eigenvalues below k * eps * max|eigenvalue| dropped): always finite for finite input.
     """
     if is_tensor(gram):
+        _require_tensors("gram", rhs=rhs)
         return _torch_ops().solve_spd(gram, rhs, float(ridge))
     return _solve_spd(gram, rhs, ridge)
 
@@ -249,6 +281,8 @@ def solve_spd(gram, rhs, ridge=0.0):
 def weighted_sum(vectors, weights, offsets, out=None):
     """Per segment ``out = sum_i weights[l, i] * vectors[i]``; weights are float64 ``[L, k]``."""
     if is_tensor(vectors):
+        _require_tensors("vectors", out=out)
+        weights = _float64_tensor(weights, vectors, "weights")
         t = _torch_ops()
         off = _offsets_tensor(offsets, vectors.shape[-1])
         if out is None:
@@ -261,6 +295,7 @@ def weighted_sum(vectors, weights, offsets, out=None):
 def axpby(x, y, alpha, beta, offsets=None, out=None):
     """``out = alpha * x + beta * y``; alpha and beta are numbers or per-segment ``[L]`` arrays."""
     if is_tensor(x):
+        _require_tensors("x", y=y, out=out)
         t = _torch_ops()
         off = _offsets_tensor(offsets, x.numel())
         L = off.shape[0] - 1
@@ -279,7 +314,7 @@ def _as_segment_tensor(value, num_segments, like, name):
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")
         return torch.full((num_segments,), float(value), dtype=torch.float64, device=like.device)
-    return value
+    return _float64_tensor(value, like, name)
 
 
 def pull_(x, target, strength, offsets=None):

@@ -20,6 +20,12 @@ _REDUCE_STAGE = {
     torch.bfloat16: torch.float32,
     torch.int16: torch.int32,
 }
+# Data movement is bitwise, but gloo and NCCL only move some dtypes: move the others as a
+# supported dtype of the same width.
+_MOVE_AS = {torch.int16: torch.float16}
+for _name, _as in (("uint16", torch.float16), ("uint32", torch.int32), ("uint64", torch.int64)):
+    if hasattr(torch, _name):
+        _MOVE_AS[getattr(torch, _name)] = _as
 # all_gather_into_tensor was renamed; keep working on older torch.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
@@ -29,6 +35,13 @@ def _reduce_op(op: str):
         return _OPS[op]
     except KeyError:
         _check_op(op)
+
+
+def _flat(t):
+    """Flat view of ``t`` in a dtype every backend can move."""
+    as_dtype = _MOVE_AS.get(t.dtype)
+    t = t.reshape(-1)
+    return t if as_dtype is None else t.view(as_dtype)
 
 
 def _device_types(backend: str) -> frozenset:
@@ -155,7 +168,7 @@ class TorchCommunicator(Communicator):
             raise ValueError(
                 f"allgather: recvbuf has {r.numel()} elements, expected {self._size} x {s.numel()}"
             )
-        _all_gather_single(r.reshape(-1), s.reshape(-1), group=self._group)
+        _all_gather_single(_flat(r), _flat(s), group=self._group)
         self._writeback(back)
 
     def allgather_object(self, obj):
@@ -165,7 +178,7 @@ class TorchCommunicator(Communicator):
 
     def broadcast_(self, buf, root):
         t, back = self._prepare(buf)
-        dist.broadcast(t, self._global[root], group=self._group)
+        dist.broadcast(_flat(t), self._global[root], group=self._group)
         self._writeback(back)
         return buf
 
@@ -177,7 +190,7 @@ class TorchCommunicator(Communicator):
                 f"alltoall: sendbuf ({s.numel()}) and recvbuf ({r.numel()}) must hold the "
                 f"same multiple of size={self._size} elements"
             )
-        dist.all_to_all_single(r.reshape(-1), s.reshape(-1), group=self._group)
+        dist.all_to_all_single(_flat(r), _flat(s), group=self._group)
         self._writeback(back)
 
     def barrier(self):

@@ -1,0 +1,224 @@
+"""The Adasum allreduce, written once against :class:`accord.comm.Communicator`.
+
+Algorithm (vector-halving distance-doubling, VHDD, as in Horovod's ``adasum.h``, generalised):
+
+Fold. With N ranks, p the largest power of two <= N and r = N - p, the first 2r ranks pair up:
+rank 2i+1 sends its whole buffer to rank 2i, which combines the two with the pair rule. Rank 2i
+then stands for 2 inputs; ranks 2i+1 sit out the core. The p remaining ranks are the core,
+core index c = i for rank 2i (i < r) and c = q - r for rank q >= 2r.
+
+Reduce-scatter (levels l = 1, 2, 4, ... p/2). Core partners c and c^l hold the same slice
+[lo, hi) of the buffer. The lower one keeps [lo, mid) and sends [mid, hi), the upper one the
+reverse (one sendrecv). Each rank now holds, for its kept slice, the partial results of the left
+half-block (core indices with bit l clear) and of the right half-block. It computes per layer
+the partial (left.right, |left|^2, |right|^2) over that slice with the fused kernel, and ONE
+allreduce of the 3L float64 partials over the aligned block of 2l core ranks (which together
+hold the full vectors) gives every rank of the block the exact per-layer dots. Each rank then
+combines its slice with the weighted pair rule, weights = number of inputs under each half
+(n_left, n_right): parallel inputs still give the mean of all N and orthogonal ones the sum,
+also when the tree is unbalanced. A layer may straddle slices and ranks; its coefficients are
+still exact because they come from the block-wide sums.
+
+Allgather (levels in reverse). Partners swap their kept slices straight into the buffer; the
+folded ranks then receive the final buffer from their partner. Every element is computed by one
+rank only, so every rank ends with identical bits.
+
+The tree this computes: leaves (2i, 2i+1) for i < r combined first, then the adjacent-pair
+binary tree over the p core inputs ((c0, c1), (c2, c3)), ... For N a power of two it is exactly
+Horovod's tree. Bytes sent per rank: 2 n (p-1)/p (bandwidth-optimal), plus n twice for the
+folded pairs, plus log2(p) allreduces of 3L float64.
+
+Not thread-safe: one call at a time per process (scratch and dot buffers are reused).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _C
+from ._kernels import Flat, Plan
+
+__all__ = ["adasum_allreduce_", "adasum_tree_core_layout"]
+
+
+def adasum_tree_core_layout(size: int):
+    """(p, r): the power-of-two core size and the number of folded pairs for ``size`` ranks."""
+    p = 1 << (size.bit_length() - 1)
+    return p, size - p
+
+
+def _core_to_rank(c: int, r: int) -> int:
+    return 2 * c if c < r else c + r
+
+
+class _Level:
+    __slots__ = ("partner", "lower", "lo", "mid", "hi", "group", "plan", "wa", "wb", "dots")
+
+    def combine_range(self):
+        return (self.lo, self.mid) if self.lower else (self.mid, self.hi)
+
+    def other_range(self):
+        return (self.mid, self.hi) if self.lower else (self.lo, self.mid)
+
+
+class _Schedule:
+    """Every rank's role for one (communicator, length, layout, device): built once, reused."""
+
+    def __init__(self, comm, groups, offsets: np.ndarray, flat: Flat):
+        n, N, rank = flat.n, comm.size, comm.rank
+        p, r = adasum_tree_core_layout(N)
+        self.fold_partner = None
+        self.donor = False
+        if rank < 2 * r:
+            self.fold_partner = rank + 1 if rank % 2 == 0 else rank - 1
+            self.donor = rank % 2 == 1
+        self.full_plan = Plan(offsets, flat.device, flat.cuda_index, False)
+        self.fold_dots = flat.new(3 * (offsets.shape[0] - 1), float64=True)
+        self.levels = []
+        if self.donor:
+            return
+        c = rank // 2 if rank < 2 * r else rank - r
+        counts = [2 if i < r else 1 for i in range(p)]
+        lo, hi, level = 0, n, 1
+        while level < p:
+            lv = _Level()
+            lv.partner = _core_to_rank(c ^ level, r)
+            lv.lower = (c & level) == 0
+            lv.lo, lv.hi, lv.mid = lo, hi, lo + (hi - lo) // 2
+            lv.group = groups[level]
+            block = (c // (2 * level)) * 2 * level
+            n_left = sum(counts[block:block + level])
+            n_right = sum(counts[block + level:block + 2 * level])
+            lv.wa, lv.wb = n_left / (n_left + n_right), n_right / (n_left + n_right)
+            klo, khi = lv.combine_range()
+            local = np.clip(offsets, klo, khi) - klo
+            lv.plan = Plan(local, flat.device, flat.cuda_index, False)
+            lv.dots = flat.new(3 * (offsets.shape[0] - 1), float64=True)
+            self.levels.append(lv)
+            lo, hi = klo, khi
+            level *= 2
+
+
+class AdasumReducer:
+    """Adasum over one communicator: caches the level sub-communicators and schedules.
+
+    ``outer`` (default: ``comm``) is the communicator the per-level dot groups are split from.
+    The hierarchical mode passes the world here while ``comm`` links one local rank per node:
+    each node's local ranks then hold disjoint shards of the same vector, and a level's group is
+    every rank of the nodes in the block, so the dots still cover whole layers.
+    """
+
+    def __init__(self, comm, outer=None):
+        self.comm = comm
+        outer = comm if outer is None else outer
+        self.sharded = outer is not comm
+        N, rank = comm.size, comm.rank
+        p, r = adasum_tree_core_layout(N)
+        donor = rank < 2 * r and rank % 2 == 1
+        c = None if donor else (rank // 2 if rank < 2 * r else rank - r)
+        # Splits are collective over `outer`: every rank takes part, donors with color None.
+        self.fold_group = None
+        if outer is not comm:
+            self.fold_group = outer.split(rank // 2 if rank < 2 * r and not donor else None)
+        self.groups = {}
+        level = 1
+        while level < p:
+            color = None if c is None else c // (2 * level)
+            self.groups[level] = outer.split(color, key=None if outer is not comm else c)
+            level *= 2
+        self._schedules: dict = {}
+        self._scratch: dict = {}
+
+    def _schedule(self, offsets: np.ndarray, flat: Flat) -> _Schedule:
+        key = (offsets.tobytes(), flat.device, flat.cuda_index)
+        s = self._schedules.get(key)
+        if s is None:
+            if len(self._schedules) >= 256:
+                self._schedules.clear()
+            s = self._schedules[key] = _Schedule(self.comm, self.groups, offsets, flat)
+        return s
+
+    def _scratch_for(self, flat: Flat, n: int):
+        key = (type(flat.obj), flat.code, flat.device, flat.cuda_index)
+        buf = self._scratch.get(key)
+        if buf is None or len(buf) < n:
+            buf = self._scratch[key] = flat.new(max(n, 1))
+        return buf[:n]
+
+    def allreduce_(self, buf, offsets: np.ndarray):
+        """Replace the 1-D contiguous ``buf`` by the Adasum of every rank's ``buf``, in place.
+
+        ``offsets`` (validated host int64, L+1 values) splits it into layers; coefficients are
+        per layer. Every rank must pass the same length, dtype and offsets.
+        """
+        comm = self.comm
+        flat = Flat(buf, "tensor")
+        # A sharded reducer must run even on an empty shard: its dot groups include other nodes.
+        if comm.size == 1 or (flat.n == 0 and not self.sharded):
+            return buf
+        s = self._schedule(offsets, flat)
+        if s.fold_partner is not None:
+            empty = buf[:0]
+            if s.donor:
+                comm.sendrecv(buf, s.fold_partner, empty, s.fold_partner)
+                comm.sendrecv(empty, s.fold_partner, buf, s.fold_partner)
+                return buf
+            theirs = self._scratch_for(flat, flat.n)
+            comm.sendrecv(empty, s.fold_partner, theirs, s.fold_partner)
+            dots = None
+            if self.fold_group is not None:  # sharded vectors: whole-layer dots need a sum
+                dots = s.fold_dots
+                _dots(flat, flat.ptr, Flat(theirs).ptr, s.full_plan, dots)
+                self.fold_group.allreduce_(dots, "sum")
+            _combine(flat, flat.ptr, Flat(theirs).ptr, flat.ptr, s.full_plan, dots, 0.5, 0.5)
+
+        scratch = self._scratch_for(flat, flat.n - flat.n // 2) if s.levels else None
+        scratch_ptr = Flat(scratch).ptr if scratch is not None else 0
+        for lv in s.levels:
+            klo, khi = lv.combine_range()
+            olo, ohi = lv.other_range()
+            theirs = scratch[:khi - klo]
+            comm.sendrecv(buf[olo:ohi], lv.partner, theirs, lv.partner)
+            mine = flat.at(klo)
+            left, right = (mine, scratch_ptr) if lv.lower else (scratch_ptr, mine)
+            _dots(flat, left, right, lv.plan, lv.dots)
+            lv.group.allreduce_(lv.dots, "sum")
+            _combine(flat, left, right, mine, lv.plan, lv.dots, lv.wa, lv.wb)
+        for lv in reversed(s.levels):
+            klo, khi = lv.combine_range()
+            olo, ohi = lv.other_range()
+            comm.sendrecv(buf[klo:khi], lv.partner, buf[olo:ohi], lv.partner)
+        if s.fold_partner is not None:
+            comm.sendrecv(buf, s.fold_partner, buf[:0], s.fold_partner)
+        return buf
+
+
+def _dots(flat: Flat, a: int, b: int, plan: Plan, dots) -> None:
+    keep, ws = flat.workspace("segment_dots", plan)
+    _C.segment_dots(flat.code, flat.device, a, b, plan.layout, _addr(dots), ws, flat.stream)
+
+
+def _combine(flat: Flat, a: int, b: int, out: int, plan: Plan, dots, wa: float, wb: float):
+    keep, ws = flat.workspace("adasum_combine", plan) if dots is None else (None, 0)
+    _C.adasum_combine(flat.code, flat.device, a, b, out, plan.layout,
+                      _addr(dots) if dots is not None else 0, wa, wb, ws, flat.stream)
+
+
+def _addr(x) -> int:
+    return x.ctypes.data if isinstance(x, np.ndarray) else x.data_ptr()
+
+
+def reducer_for(comm, outer=None) -> AdasumReducer:
+    """The cached reducer of ``comm`` (creating it is collective over ``outer`` or ``comm``)."""
+    key = (id(comm), id(outer))
+    reducer = _REDUCERS.get(key)
+    if reducer is None or reducer.comm is not comm:
+        reducer = _REDUCERS[key] = AdasumReducer(comm, outer)
+    return reducer
+
+
+def adasum_allreduce_(buf, offsets: np.ndarray, comm):
+    """Adasum of the 1-D contiguous ``buf`` over ``comm``, in place (see the module doc)."""
+    return reducer_for(comm).allreduce_(buf, offsets)
+
+
+_REDUCERS: dict = {}

@@ -1,0 +1,20 @@
+"""Adasum, Sum and Average allreduce under mpirun (N = 1, 2, 3, 4, 5, 8) and torch gloo
+(N = 2, 4): every check of tests/mpi/adasum_worker.py runs in one launch per rank count."""
+import pytest
+from launch import requires_mpi, requires_torch_dist, run_mpi, run_torch
+
+pytestmark = pytest.mark.mpi
+
+
+@requires_mpi
+@pytest.mark.parametrize("nprocs", [1, 2, 3, 4, 5, 8])
+def test_adasum_mpi(nprocs):
+    result = run_mpi("adasum_worker.py", nprocs, timeout=180)
+    assert f"all checks passed on {nprocs} ranks (mpi)" in result.output
+
+
+@requires_torch_dist
+@pytest.mark.parametrize("nprocs", [2, 4])
+def test_adasum_gloo(nprocs):
+    result = run_torch("adasum_worker.py", nprocs, timeout=180)
+    assert f"all checks passed on {nprocs} ranks (gloo)" in result.output
