@@ -1,8 +1,8 @@
-"""Shared helpers for accord's benchmarks: metadata, timing, an nccl-tests style table, JSON.
+"""Shared helpers for the scripts in benchmarks/: run metadata and timing.
 
-The table prints ``#`` comment lines first (metadata, then the column header), then one aligned,
-uncommented line per measurement, like nccl-tests; the same rows go to a JSON file so results can
-be compared across runs and machines:
+The table format (``#`` metadata lines, ``#`` column header, aligned data lines, ``#`` notes, the
+same rows as JSON) is accord.bench.table's, shared with ``python -m accord.bench allreduce``;
+it is re-exported here so a script needs one import:
 
     meta = collect_metadata(device="cpu", repetitions=7)
     table = Table([Column("size", "(B)", 12, "d"), Column("time", "(us)", 10, ".1f")])
@@ -14,16 +14,16 @@ be compared across runs and machines:
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import socket
 import statistics
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
+
+from accord.bench.table import (Column, Table, human_bytes, load_average, note,  # noqa: F401
+                                print_metadata, write_json)
 
 # ---------------------------------------------------------------------------------------------
 # Metadata
@@ -65,14 +65,6 @@ def collect_metadata(**extra) -> dict:
     return meta
 
 
-def load_average() -> str:
-    """The 1/5/15-minute load averages (other work on the machine makes timings noisy)."""
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except (OSError, AttributeError):
-        return "n/a"
-
-
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -82,89 +74,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def print_metadata(meta: dict, file=None) -> None:
-    """One ``# key: value`` line per entry (dicts inline as ``k=v`` pairs)."""
-    width = max((len(k) for k in meta), default=0)
-    for key, value in meta.items():
-        if isinstance(value, dict):
-            value = " ".join(f"{k}={v}" for k, v in value.items())
-        if isinstance(value, (list, tuple)):
-            value = ", ".join(str(v) for v in value)
-        text = str(value).splitlines() or [""]
-        print(f"# {key:<{width}} : {text[0]}", file=file)
-        for cont in text[1:]:
-            print(f"# {'':<{width}}   {cont}", file=file)
-    print("#", file=file, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Table
-
-
-@dataclass
-class Column:
-    """One table column: key (row dict key and header name), unit line, width and a format spec
-    (``"d"``, ``".1f"``, ``"s"``...). None and NaN print as ``-``."""
-    key: str
-    unit: str = ""
-    width: int = 10
-    fmt: str = "s"
-    title: str | None = None
-
-    def header(self) -> str:
-        return f"{(self.title or self.key):>{self.width}}"
-
-    def format(self, value) -> str:
-        if value is None or (isinstance(value, float) and value != value):
-            return f"{'-':>{self.width}}"
-        try:
-            return f"{value:>{self.width}{self.fmt}}"
-        except (ValueError, TypeError):
-            return f"{str(value):>{self.width}}"
-
-
-class Table:
-    """nccl-tests style table: ``#`` header lines (names, units), then aligned data lines.
-
-    Rows are printed as they are added (long benchmarks show progress) and kept in ``rows`` (a
-    list of dicts, with any extra keys the caller passed) for the JSON dump.
-    """
-
-    def __init__(self, columns: Sequence[Column], sep: str = " ", file=None):
-        self.columns = list(columns)
-        self.sep = sep
-        self.file = file
-        self.rows: list[dict] = []
-
-    def _line(self, cells: Sequence[str]) -> str:
-        return self.sep.join(cells)
-
-    def header_lines(self) -> list[str]:
-        names = self._line(c.header() for c in self.columns)
-        units = self._line(f"{c.unit:>{c.width}}" for c in self.columns)
-        # the leading "#" takes the place of the first column's first character
-        return ["#" + names[1:], "#" + units[1:]]
-
-    def print_header(self) -> None:
-        for line in self.header_lines():
-            print(line, file=self.file)
-        sys.stdout.flush()
-
-    def format_row(self, row: dict) -> str:
-        return self._line(c.format(row.get(c.key)) for c in self.columns)
-
-    def print_row(self, row: dict | None = None, **values) -> dict:
-        row = dict(row or {}, **values)
-        self.rows.append(row)
-        print(self.format_row(row), file=self.file, flush=True)
-        return row
-
-
-def note(text: str = "", file=None) -> None:
-    """A ``#`` comment line (section titles, verdicts) between table rows."""
-    print(f"# {text}".rstrip(), file=file, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,35 +126,3 @@ class Timer:
 
 def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
-
-
-# ---------------------------------------------------------------------------------------------
-# Output
-
-
-def write_json(path: str | os.PathLike, payload: dict) -> Path:
-    """Write payload as indented JSON, creating parent folders; returns the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "w") as f:
-        json.dump(payload, f, indent=2, default=_json_default)
-        f.write("\n")
-    return p
-
-
-def _json_default(obj):
-    try:
-        import numpy as np
-        if isinstance(obj, np.generic):
-            return obj.item()
-    except ImportError:  # pragma: no cover
-        pass
-    return str(obj)
-
-
-def human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:g} {unit}" if unit == "B" else f"{n:.4g} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover

@@ -6,7 +6,7 @@ would write without accord and (b) the memory-bandwidth bound measured in the sa
     python benchmarks/kernels.py --device cuda        # GPU (needs accord's CUDA build)
     python benchmarks/kernels.py --quick --json /tmp/k.json   # seconds-long smoke run
 
-Sections (every buffer split into 100 segments of random sizes, fixed seed):
+Sections (every buffer split into 100 segments of random sizes, 16 with --quick; fixed seed):
   1. adasum pair: ops.segment_dots + ops.adasum_combine(out=, dots=), float32, size sweep
   2. gram + solve_spd + weighted_sum for k vectors (rhs = mean of the vectors, precomputed)
   3. adasum pair in float16 / bfloat16 at the largest size
@@ -24,6 +24,7 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -148,6 +149,19 @@ class Device:
         return bw, f"2 x {clock_khz / 1e3:.0f} MHz x {bus_bits} bit / 8"
 
 
+@dataclass
+class Run:
+    reps: int
+    warmup: int
+    segments: int
+    peak: float                  # bytes/s, measured copy
+    theoretical: float | None    # bytes/s, from the device properties (CUDA)
+
+    @staticmethod
+    def frac(gbps: float, peak: float | None):
+        return None if not peak else 100 * gbps * 1e9 / peak
+
+
 # ---------------------------------------------------------------------------------------------
 # Sections
 
@@ -165,6 +179,7 @@ ADASUM_COLUMNS = [
     Column("fused_over_bound", "(x)", 7, ".2f", "f/bound"),
     Column("gbps", "(GB/s)", 7, ".1f", "GB/s"),
     Column("peak_frac", "(%)", 5, ".0f", "peak"),
+    Column("theo_frac", "(%)", 5, ".0f", "theo"),
     Column("dots_us", "(us)", 9, ".1f", "dots"),
     Column("combine_us", "(us)", 9, ".1f", "combine"),
     Column("read_gbps", "(GB/s)", 7, ".1f", "read"),
@@ -186,6 +201,7 @@ GRAM_COLUMNS = [
     Column("fused_over_bound", "(x)", 7, ".2f", "f/bound"),
     Column("gbps", "(GB/s)", 7, ".1f", "GB/s"),
     Column("peak_frac", "(%)", 5, ".0f", "peak"),
+    Column("theo_frac", "(%)", 5, ".0f", "theo"),
     Column("gram_us", "(us)", 9, ".1f", "gram"),
     Column("solve_us", "(us)", 8, ".1f", "solve"),
     Column("wsum_us", "(us)", 9, ".1f", "wsum"),
@@ -193,11 +209,11 @@ GRAM_COLUMNS = [
 ]
 
 
-def adasum_row(dev: Device, nbytes: int, dtype_name: str, reps: int, peak: float) -> dict:
+def adasum_row(dev: Device, nbytes: int, dtype_name: str, run: Run) -> dict:
     dtype = DTYPES[dtype_name]
     esize = torch.empty((), dtype=dtype).element_size()
     n = nbytes // esize
-    offsets = make_offsets(n, SEGMENTS, SEED)
+    offsets = make_offsets(n, run.segments, SEED)
     bounds = bounds_of(offsets)
     a = randn(n, dtype, dev.torch_device, SEED + 1)
     b = randn(n, dtype, dev.torch_device, SEED + 2)
@@ -214,7 +230,7 @@ def adasum_row(dev: Device, nbytes: int, dtype_name: str, reps: int, peak: float
         "read": lambda: (torch.sum(a32), torch.sum(b32)),
         "copy": lambda: o32.copy_(a32),
     }
-    t = {k: median(v) for k, v in dev.timer.interleaved(fns, reps, warmup=2).items()}
+    t = {k: median(v) for k, v in dev.timer.interleaved(fns, run.reps, run.warmup).items()}
     accord_adasum(a, b, offsets, out)
     torch_adasum_unfused(a, b, bounds, out_t)
     dev.sync()
@@ -223,19 +239,20 @@ def adasum_row(dev: Device, nbytes: int, dtype_name: str, reps: int, peak: float
     bound = t["copy"] + (reads - n) / (2 * n) * t["read"]
     moved = (reads + writes) * esize
     gbps = moved / t["fused"] / 1e9
-    return dict(size=nbytes, count=n, type=dtype_name, op="dots+combine", segs=SEGMENTS,
+    return dict(size=nbytes, count=n, type=dtype_name, op="dots+combine", segs=run.segments,
                 fused_us=t["fused"] * 1e6, torch_us=t["torch"] * 1e6,
                 speedup=t["torch"] / t["fused"], bound_us=bound * 1e6,
                 fused_over_bound=t["fused"] / bound, gbps=gbps,
-                peak_frac=100 * gbps * 1e9 / peak, dots_us=t["dots"] * 1e6,
+                peak_frac=run.frac(gbps, run.peak), theo_frac=run.frac(gbps, run.theoretical),
+                dots_us=t["dots"] * 1e6,
                 combine_us=t["combine"] * 1e6, read_gbps=2 * n * esize / t["read"] / 1e9,
                 copy_gbps=2 * n * esize / t["copy"] / 1e9,
                 max_rel_err=max_rel_err(out, out_t), bytes_moved=moved)
 
 
-def gram_row(dev: Device, n: int, k: int, reps: int, peak: float) -> dict:
+def gram_row(dev: Device, n: int, k: int, run: Run) -> dict:
     dtype_name, dtype, esize = "float32", torch.float32, 4
-    offsets = make_offsets(n, SEGMENTS, SEED)
+    offsets = make_offsets(n, run.segments, SEED)
     bounds = bounds_of(offsets)
     v = randn((k, n), dtype, dev.torch_device, SEED + 3)
     rhs = v.mean(0)                    # input of both paths, not timed
@@ -253,7 +270,7 @@ def gram_row(dev: Device, n: int, k: int, reps: int, peak: float) -> dict:
         "read": lambda: torch.sum(v),
         "copy": lambda: out.copy_(rhs),
     }
-    t = {kk: median(vv) for kk, vv in dev.timer.interleaved(fns, reps, warmup=2).items()}
+    t = {kk: median(vv) for kk, vv in dev.timer.interleaved(fns, run.reps, run.warmup).items()}
     accord_gram(v, rhs, offsets, out)
     torch_gram_unfused(v, rhs, bounds, out_t)
     dev.sync()
@@ -263,9 +280,10 @@ def gram_row(dev: Device, n: int, k: int, reps: int, peak: float) -> dict:
     moved = (reads + writes) * esize
     gbps = moved / t["fused"] / 1e9
     return dict(size=k * n * esize, count=n, k=k, type=dtype_name, op="gram+solve+wsum",
-                segs=SEGMENTS, fused_us=t["fused"] * 1e6, torch_us=t["torch"] * 1e6,
+                segs=run.segments, fused_us=t["fused"] * 1e6, torch_us=t["torch"] * 1e6,
                 speedup=t["torch"] / t["fused"], bound_us=bound * 1e6,
-                fused_over_bound=t["fused"] / bound, gbps=gbps, peak_frac=100 * gbps * 1e9 / peak,
+                fused_over_bound=t["fused"] / bound, gbps=gbps, peak_frac=run.frac(gbps, run.peak),
+                theo_frac=run.frac(gbps, run.theoretical),
                 gram_us=t["gram"] * 1e6, solve_us=t["solve"] * 1e6, wsum_us=t["wsum"] * 1e6,
                 read_gbps=k * n * esize / t["read"] / 1e9,
                 copy_gbps=2 * n * esize / t["copy"] / 1e9,
@@ -305,12 +323,12 @@ def main(argv=None) -> int:
     dev = Device(args.device)
 
     if args.quick:
-        reps = args.reps or 2
+        reps, warmup, segments = args.reps or 2, 1, 16
         sizes = [256 * 1024]
         half_size = 256 * 1024
         gram_n, gram_ks = 64 * 1024, [4]
     else:
-        reps = args.reps or 7
+        reps, warmup, segments = args.reps or 7, 2, SEGMENTS
         sizes = [1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB]
         half_size = 64 * MiB
         gram_n, gram_ks = 4 * MiB, [4, 8, 16]
@@ -318,12 +336,13 @@ def main(argv=None) -> int:
 
     peak = dev.peak_copy_bandwidth(2 * largest, reps)
     theo, theo_how = dev.theoretical_bandwidth()
+    run = Run(reps, warmup, segments, peak, theo)
     extra = {
         "device": (torch.cuda.get_device_name() if args.device == "cuda" else "cpu"),
         "torch_threads": torch.get_num_threads(),
         "omp_max_threads": omp_threads,
-        "repetitions": f"{reps} timed (median), 2 warm-up, all measurements of a row interleaved",
-        "segments": f"{SEGMENTS}, random sizes (uniform cut points), seed {SEED}",
+        "repetitions": f"{reps} timed (median), {warmup} warm-up, all measurements of a row interleaved",
+        "segments": f"{segments}, random sizes (uniform cut points), seed {SEED}",
         "fused_path": "adasum: segment_dots + adasum_combine(out=, dots=); gram: gram(rhs) + "
                  "solve_spd + weighted_sum(out=); outputs pre-allocated",
         "torch_path": "per segment, Python loop: adasum: float64 dot/norms via .double() + torch.dot, "
@@ -334,7 +353,8 @@ def main(argv=None) -> int:
                 "(2k+1)n reads + n writes) / fused time",
         "peak": f"GB/s as % of measured copy bandwidth dst.copy_(src) on "
                 f"{human_bytes(2 * largest)}: {peak / 1e9:.1f} GB/s (read+write bytes)",
-        "theoretical_peak": (f"{theo / 1e9:.1f} GB/s ({theo_how})" if theo else theo_how),
+        "theo": ("GB/s as % of the theoretical DRAM bandwidth: "
+                 + (f"{theo / 1e9:.1f} GB/s ({theo_how})" if theo else theo_how)),
         "relerr": "max |fused - torch| / max |torch| over the output",
     }
     meta = collect_metadata(**extra)
@@ -344,7 +364,7 @@ def main(argv=None) -> int:
     t1 = Table(ADASUM_COLUMNS)
     t1.print_header()
     for nbytes in sizes:
-        t1.print_row(adasum_row(dev, nbytes, "float32", reps, peak))
+        t1.print_row(adasum_row(dev, nbytes, "float32", run))
     verdicts = {}
     top = next(r for r in t1.rows if r["size"] == largest and r["type"] == "float32")
     verdicts["speedup"] = top["speedup"] >= TARGET_SPEEDUP
@@ -360,14 +380,14 @@ def main(argv=None) -> int:
     t2 = Table(GRAM_COLUMNS)
     t2.print_header()
     for k in gram_ks:
-        t2.print_row(gram_row(dev, gram_n, k, reps, peak))
+        t2.print_row(gram_row(dev, gram_n, k, run))
 
     note("")
     note(f"section 3: adasum pair at {human_bytes(half_size)} per buffer, 16-bit types")
     t3 = Table(ADASUM_COLUMNS)
     t3.print_header()
     for dtype_name in ("float16", "bfloat16"):
-        t3.print_row(adasum_row(dev, half_size, dtype_name, reps, peak))
+        t3.print_row(adasum_row(dev, half_size, dtype_name, run))
 
     meta["load_average_end"] = load_average()
     note(f"load average at the end: {meta['load_average_end']} (start: {meta['load_average']}; "

@@ -41,8 +41,10 @@ function(accord_add_cuda_sources target dir)
   endif()
   file(GLOB _cu_sources CONFIGURE_DEPENDS ${dir}/*.cu)
   target_sources(${target} PRIVATE ${_cu_sources})
+  # "80;90" would split into two definitions: pass the archs comma-separated ("80,90")
+  string(REPLACE ";" "," _archs_str "${ACCORD_CUDA_ARCHS}")
   target_compile_definitions(${target} PRIVATE ACCORD_WITH_CUDA=1
-                             ACCORD_CUDA_ARCHS="${ACCORD_CUDA_ARCHS}")
+                             ACCORD_CUDA_ARCHS="${_archs_str}")
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr>)
   set_target_properties(${target} PROPERTIES CUDA_RUNTIME_LIBRARY Static
                         CUDA_SEPARABLE_COMPILATION OFF)

@@ -52,14 +52,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def case_params(cases=None):
-    """pytest.param per matrix cell, cuda cells marked ``cuda`` (hence skipped without a GPU)."""
-    cases = oracle.all_cases() if cases is None else cases
-    return [pytest.param(c, id=c.id, marks=[pytest.mark.cuda] if c.device == "cuda" else [])
-            for c in cases]
-
-
-@pytest.fixture(params=case_params())
+@pytest.fixture(params=oracle.case_params())
 def case(request):
     """One (framework, dtype, device) cell: ``case.array(float64 values)`` builds an input."""
     if request.param.torch:

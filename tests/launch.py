@@ -41,7 +41,7 @@ _TAIL_CHARS = 8000
 
 @dataclasses.dataclass
 class LaunchResult:
-    returncode: int  # the launcher's exit status (run_torch: first failing rank's, else 0)
+    returncode: int  # mpirun's status; run_torch: the first failing rank's, 124 on timeout
     output: str  # stdout and stderr of every rank, interleaved (run_torch: rank by rank)
     timed_out: bool
     wall_s: float
@@ -83,9 +83,26 @@ def _is_open_mpi(mpirun: str) -> bool:
     return "Open MPI" in out or "OpenRTE" in out or "PRRTE" in out
 
 
+def _accord_root() -> str | None:
+    """Directory this process imports ``accord`` from, unless it is an installed copy
+    (tests/conftest.py puts a source checkout's python/ on sys.path; workers need it too)."""
+    try:
+        spec = importlib.util.find_spec("accord")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(list(spec.submodule_search_locations)[0]).resolve().parent
+    return None if root.name in ("site-packages", "dist-packages") else str(root)
+
+
 def _worker_env(backend: str, extra: dict | None) -> dict:
     env = dict(os.environ)
     env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", ACCORD_TEST_BACKEND=backend)
+    root = _accord_root()
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root is not None and root not in {str(Path(p).resolve()) for p in paths}:
+        env["PYTHONPATH"] = os.pathsep.join([root, *paths])
     if extra:
         env.update(extra)
     return env
@@ -210,6 +227,9 @@ def run_mpi(
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_sessions([proc], dump_stacks=True, leaders_are_workers=False)
+        except BaseException:  # e.g. Ctrl-C or pytest-timeout: never leave the job behind
+            _kill_sessions([proc], grace=1.0)
+            raise
         out.seek(0)
         output = out.read().decode(errors="replace")
     result = LaunchResult(proc.returncode, output, timed_out, time.monotonic() - start)
@@ -278,7 +298,7 @@ def run_torch(
                 failed_rc = bad[0] if bad else 0
                 break
             if time.monotonic() > deadline:
-                timed_out = True
+                timed_out, failed_rc = True, 124
                 break
             time.sleep(0.02)
     finally:

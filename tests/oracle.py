@@ -33,7 +33,8 @@ def f64(x) -> np.ndarray:
         if x.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
             x = x.float()
         x = x.numpy()
-    return np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # NaN payloads
+        return np.array(x, dtype=np.float64)  # always a copy: callers keep it across in-place ops
 
 
 def segments(offsets):
@@ -273,7 +274,8 @@ class Case:
         """values (float64 numpy or anything array-like) rounded to the case's dtype."""
         values = np.asarray(values, dtype=np.float64)
         if not self.torch:
-            return np.ascontiguousarray(values.astype(self.dtype))
+            with np.errstate(over="ignore"):  # out-of-range values become inf, as in torch
+                return np.ascontiguousarray(values.astype(self.dtype))
         import torch
         t = torch.from_numpy(values.copy()).to(getattr(torch, self.dtype))
         return t.to(self.device).contiguous()
@@ -332,6 +334,15 @@ def all_cases(devices=("cpu", "cuda")):
     cases = [Case("numpy", d) for d in DTYPES_NUMPY]
     cases += [Case("torch", d, dev) for dev in devices for d in DTYPES_TORCH]
     return cases
+
+
+def case_params(cases=None):
+    """pytest.param per matrix cell (default: all_cases()), cuda cells marked ``cuda``, which
+    tests/conftest.py skips unless a GPU and the CUDA build are there."""
+    import pytest
+    cases = all_cases() if cases is None else cases
+    return [pytest.param(c, id=c.id, marks=[pytest.mark.cuda] if c.device == "cuda" else [])
+            for c in cases]
 
 
 def assert_matches(out, ref, bound, dtype: str, what: str = "output"):

@@ -137,14 +137,20 @@ __global__ void __launch_bounds__(kBlock, gram_min_blocks<B>())
     }
 
     if (active && lane == 0) {
+      // here rows <= 176, so int indices: product (i, j) is tri_i + j for j < k, pairs + i for
+      // the rhs (j == k); i == k is rhs.rhs, not wanted
       double* p = partials + t * shape.width;
+      const int kk = int(k), rows = int(shape.rows), pairs = int(shape.pairs);
 #pragma unroll
-      for (int u = 0; u < B; ++u)
+      for (int u = 0; u < B; ++u) {
+        const int i = I * B + u;
+        const int tri = i * kk - i * (i + 1) / 2;  // index of (i, i) is tri + i
 #pragma unroll
         for (int w = 0; w < B; ++w) {
-          const int64_t i = int64_t(I) * B + u, j = int64_t(J) * B + w;
-          if (i <= j && j < shape.rows && i < k) p[product_index(i, j, k, shape.pairs)] = acc[u][w];
+          const int j = J * B + w;
+          if (i <= j && j < rows && i < kk) p[j < kk ? tri + j : pairs + i] = acc[u][w];
         }
+      }
     }
     __syncthreads();  // warp_sums and the stage are reused by the next tile
   }

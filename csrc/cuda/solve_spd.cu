@@ -11,10 +11,9 @@ namespace {
 
 constexpr int kSolveBlock = 64;  // few systems per launch: small blocks spread them over SMs
 
-__global__ void __launch_bounds__(kSolveBlock)
-    solve_spd_kernel(const double* __restrict__ gram, const double* __restrict__ rhs,
-                     int64_t num_systems, int64_t k, double ridge, double* __restrict__ x,
-                     double* __restrict__ scratch) {
+__global__ void solve_spd_kernel(const double* __restrict__ gram, const double* __restrict__ rhs,
+                                 int64_t num_systems, int64_t k, double ridge,
+                                 double* __restrict__ x, double* __restrict__ scratch) {
   const int64_t kk = k * k;
   for (int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; s < num_systems;
        s += int64_t(gridDim.x) * blockDim.x) {

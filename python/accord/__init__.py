@@ -7,14 +7,29 @@ kernels and the collectives without it.
 """
 from . import ops
 from ._C import build_info as _build_info
+from .collectives import Consensus
 from .collectives import (Adasum, Average, ReduceOp, Sum, allgather, allreduce, allreduce_,
                           broadcast, broadcast_, broadcast_parameters, fusion_threshold,
                           grouped_allreduce, grouped_allreduce_, set_consistency_check,
                           set_fusion_threshold)
 from .topology import (communicator, init, is_initialized, local_rank, local_size, rank,
                        shutdown, size)
+from .averaging import AdaptivePeriodicAverager, PeriodicAverager
+from .leader import LeaderSGD
 
 __version__ = _build_info()["version"]
+
+# torch-only faces, imported on first use so that `import accord` does not need torch.
+_LAZY = {"DistributedOptimizer": "optimizer", "broadcast_optimizer_state": "optimizer",
+         "hooks": None}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
+        return module if _LAZY[name] is None else getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_info() -> dict:

@@ -51,7 +51,8 @@ def _core_to_rank(c: int, r: int) -> int:
 
 
 class _Level:
-    __slots__ = ("partner", "lower", "lo", "mid", "hi", "group", "plan", "wa", "wb", "dots")
+    __slots__ = ("partner", "lower", "lo", "mid", "hi", "group", "plan", "wa", "wb", "dots",
+                 "dots_addr", "klo", "khi", "olo", "ohi")
 
     def combine_range(self):
         return (self.lo, self.mid) if self.lower else (self.mid, self.hi)
@@ -73,6 +74,7 @@ class _Schedule:
             self.donor = rank % 2 == 1
         self.full_plan = Plan(offsets, flat.device, flat.cuda_index, False)
         self.fold_dots = flat.new(3 * (offsets.shape[0] - 1), float64=True)
+        self.fold_dots_addr = _addr(self.fold_dots)
         self.levels = []
         if self.donor:
             return
@@ -93,6 +95,9 @@ class _Schedule:
             local = np.clip(offsets, klo, khi) - klo
             lv.plan = Plan(local, flat.device, flat.cuda_index, False)
             lv.dots = flat.new(3 * (offsets.shape[0] - 1), float64=True)
+            lv.dots_addr = _addr(lv.dots)
+            lv.klo, lv.khi = klo, khi
+            lv.olo, lv.ohi = lv.other_range()
             self.levels.append(lv)
             lo, hi = klo, khi
             level *= 2
@@ -138,11 +143,13 @@ class AdasumReducer:
         return s
 
     def _scratch_for(self, flat: Flat, n: int):
+        """(scratch[:n], its address): one reusable buffer per framework/dtype/device."""
         key = (type(flat.obj), flat.code, flat.device, flat.cuda_index)
-        buf = self._scratch.get(key)
-        if buf is None or len(buf) < n:
-            buf = self._scratch[key] = flat.new(max(n, 1))
-        return buf[:n]
+        entry = self._scratch.get(key)
+        if entry is None or len(entry[0]) < n:
+            buf = flat.new(max(n, 1))
+            entry = self._scratch[key] = (buf, _addr(buf))
+        return entry[0][:n], entry[1]
 
     def allreduce_(self, buf, offsets: np.ndarray):
         """Replace the 1-D contiguous ``buf`` by the Adasum of every rank's ``buf``, in place.
@@ -162,45 +169,46 @@ class AdasumReducer:
                 comm.sendrecv(buf, s.fold_partner, empty, s.fold_partner)
                 comm.sendrecv(empty, s.fold_partner, buf, s.fold_partner)
                 return buf
-            theirs = self._scratch_for(flat, flat.n)
+            theirs, theirs_ptr = self._scratch_for(flat, flat.n)
             comm.sendrecv(empty, s.fold_partner, theirs, s.fold_partner)
-            dots = None
+            dots_addr = 0
             if self.fold_group is not None:  # sharded vectors: whole-layer dots need a sum
-                dots = s.fold_dots
-                _dots(flat, flat.ptr, Flat(theirs).ptr, s.full_plan, dots)
-                self.fold_group.allreduce_(dots, "sum")
-            _combine(flat, flat.ptr, Flat(theirs).ptr, flat.ptr, s.full_plan, dots, 0.5, 0.5)
+                _dots(flat, flat.ptr, theirs_ptr, s.full_plan, s.fold_dots_addr)
+                self.fold_group.allreduce_(s.fold_dots, "sum")
+                dots_addr = s.fold_dots_addr
+            _combine(flat, flat.ptr, theirs_ptr, flat.ptr, s.full_plan, dots_addr, 0.5, 0.5)
 
-        scratch = self._scratch_for(flat, flat.n - flat.n // 2) if s.levels else None
-        scratch_ptr = Flat(scratch).ptr if scratch is not None else 0
+        if s.levels:
+            scratch, scratch_ptr = self._scratch_for(flat, flat.n - flat.n // 2)
+        sendrecv = comm.sendrecv
         for lv in s.levels:
-            klo, khi = lv.combine_range()
-            olo, ohi = lv.other_range()
-            theirs = scratch[:khi - klo]
-            comm.sendrecv(buf[olo:ohi], lv.partner, theirs, lv.partner)
+            klo = lv.klo
+            sendrecv(buf[lv.olo:lv.ohi], lv.partner, scratch[:lv.khi - klo], lv.partner)
             mine = flat.at(klo)
             left, right = (mine, scratch_ptr) if lv.lower else (scratch_ptr, mine)
-            _dots(flat, left, right, lv.plan, lv.dots)
+            _dots(flat, left, right, lv.plan, lv.dots_addr)
             lv.group.allreduce_(lv.dots, "sum")
-            _combine(flat, left, right, mine, lv.plan, lv.dots, lv.wa, lv.wb)
+            _combine(flat, left, right, mine, lv.plan, lv.dots_addr, lv.wa, lv.wb)
         for lv in reversed(s.levels):
-            klo, khi = lv.combine_range()
-            olo, ohi = lv.other_range()
-            comm.sendrecv(buf[klo:khi], lv.partner, buf[olo:ohi], lv.partner)
+            sendrecv(buf[lv.klo:lv.khi], lv.partner, buf[lv.olo:lv.ohi], lv.partner)
         if s.fold_partner is not None:
             comm.sendrecv(buf, s.fold_partner, buf[:0], s.fold_partner)
         return buf
 
 
-def _dots(flat: Flat, a: int, b: int, plan: Plan, dots) -> None:
-    keep, ws = flat.workspace("segment_dots", plan)
-    _C.segment_dots(flat.code, flat.device, a, b, plan.layout, _addr(dots), ws, flat.stream)
+def _dots(flat: Flat, a: int, b: int, plan: Plan, dots_addr: int) -> None:
+    """Per-layer (a.b, a.a, b.b) into the float64 buffer at ``dots_addr``."""
+    keep, ws = flat.workspace("segment_dots", plan) if flat.device else (None, 0)
+    _C.segment_dots(flat.code, flat.device, a, b, plan.layout, dots_addr, ws, flat.stream)
 
 
-def _combine(flat: Flat, a: int, b: int, out: int, plan: Plan, dots, wa: float, wb: float):
-    keep, ws = flat.workspace("adasum_combine", plan) if dots is None else (None, 0)
-    _C.adasum_combine(flat.code, flat.device, a, b, out, plan.layout,
-                      _addr(dots) if dots is not None else 0, wa, wb, ws, flat.stream)
+def _combine(flat: Flat, a: int, b: int, out: int, plan: Plan, dots_addr: int, wa: float,
+             wb: float):
+    """The pair rule; ``dots_addr`` 0 means the kernel computes the dots itself."""
+    keep, ws = (flat.workspace("adasum_combine", plan) if flat.device and not dots_addr
+                else (None, 0))
+    _C.adasum_combine(flat.code, flat.device, a, b, out, plan.layout, dots_addr, wa, wb, ws,
+                      flat.stream)
 
 
 def _addr(x) -> int:

@@ -31,8 +31,10 @@ import numpy as np
 
 from . import topology
 from ._kernels import dtype_code, is_tensor
+from .adasum import adasum_allreduce_
 
-__all__ = ["ReduceOp", "Sum", "Average", "Adasum", "allreduce", "allreduce_", "grouped_allreduce",
+__all__ = ["ReduceOp", "Sum", "Average", "Adasum", "Consensus", "allreduce", "allreduce_",
+           "grouped_allreduce",
            "grouped_allreduce_", "broadcast", "broadcast_", "broadcast_parameters", "allgather",
            "set_fusion_threshold", "fusion_threshold", "set_consistency_check"]
 
@@ -41,9 +43,11 @@ class ReduceOp(enum.Enum):
     SUM = "sum"
     AVERAGE = "average"
     ADASUM = "adasum"
+    CONSENSUS = "consensus"  # stateful: DistributedOptimizer / ConsensusAggregator, not allreduce
 
 
 Sum, Average, Adasum = ReduceOp.SUM, ReduceOp.AVERAGE, ReduceOp.ADASUM
+Consensus = ReduceOp.CONSENSUS
 
 _DEFAULT_FUSION = 64 * 1024 * 1024
 _settings = {
@@ -87,6 +91,16 @@ def _op(op) -> ReduceOp:
     raise ValueError(f"op must be accord.Sum, accord.Average or accord.Adasum, got {op!r}")
 
 
+def _allreduce_op(op) -> ReduceOp:
+    op = _op(op)
+    if op is ReduceOp.CONSENSUS:
+        # Consensus keeps momentum across steps, so it cannot be a stateless allreduce op.
+        raise ValueError("accord.Consensus is not an allreduce op: use "
+                         "accord.ConsensusAggregator(...).aggregate(tensors), or "
+                         "accord.DistributedOptimizer(opt, op=accord.Consensus)")
+    return op
+
+
 def _numel(t) -> int:
     return t.numel() if is_tensor(t) else t.size
 
@@ -103,11 +117,31 @@ def _describe(t) -> str:
     return type(t).__name__
 
 
+_DESCRIPTIONS: dict = {}
+
+
+def _describe_cached(t) -> str:
+    """_describe(t), memoised on (dtype, shape[, device type]): formatting it costs microseconds
+    on the small-tensor latency path."""
+    if type(t) is np.ndarray:
+        key = (t.dtype, t.shape)
+    elif is_tensor(t):
+        key = (t.dtype, tuple(t.shape), t.device.type)
+    else:
+        return _describe(t)
+    d = _DESCRIPTIONS.get(key)
+    if d is None:
+        if len(_DESCRIPTIONS) >= 4096:
+            _DESCRIPTIONS.clear()
+        d = _DESCRIPTIONS[key] = _describe(t)
+    return d
+
+
 def check_consistency(comm, what: str, tensors) -> None:
     """Raise ValueError on every rank if the ranks' calls differ (one 16-byte allreduce)."""
     if not _settings["check"] or comm.size == 1:
         return
-    desc = what + ";" + ",".join(_describe(t) for t in tensors)
+    desc = what + ";" + ",".join([_describe_cached(t) for t in tensors])
     h = zlib.crc32(desc.encode()) | (len(tensors) << 32)
     r = comm.allreduce_small(np.array([h, -h], dtype=np.int64), "max")
     if r[0] != -r[1]:
@@ -137,7 +171,6 @@ def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: b
             from .hierarchical import hierarchical_adasum_
             hierarchical_adasum_(flat, offsets, comm)
         else:
-            from .adasum import adasum_allreduce_
             adasum_allreduce_(flat, offsets, comm)
         return
     comm.allreduce_(flat, "sum")
@@ -151,7 +184,7 @@ def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: b
 
 def allreduce_(tensor, op=Average, *, comm=None, hierarchical: bool = False):
     """Reduce ``tensor`` over all ranks in place and return it."""
-    op, comm = _op(op), _comm(comm)
+    op, comm = _allreduce_op(op), _comm(comm)
     if op is ReduceOp.ADASUM:
         _check_adasum_dtype([tensor])
     check_consistency(comm, f"allreduce:{op.value}:{hierarchical}", [tensor])
@@ -212,7 +245,7 @@ def grouped_allreduce_(tensors, op=Average, *, comm=None, hierarchical: bool = F
 
 
 def _grouped(tensors, op, comm, hierarchical, in_place):
-    op, comm = _op(op), _comm(comm)
+    op, comm = _allreduce_op(op), _comm(comm)
     if not tensors:
         return []
     if op is ReduceOp.ADASUM:

@@ -152,6 +152,10 @@ def _gram(vectors, offsets, rhs):
     keep, ws = workspace(bv, "gram", p, k, br is not None)
     _C.gram(bv.code, bv.device, bv.ptr, k, br.ptr if br else 0, p.layout, addr(g), addr(r), ws,
             stream(bv))
+    if br is not None and br.ptr == 0:
+        # an empty (n = 0) torch tensor has data_ptr() 0, which the kernel reads as "no rhs" and
+        # leaves rhs_dots unwritten: the products over empty segments are 0
+        r[...] = 0
     return g, r
 
 
@@ -319,4 +323,6 @@ def _as_segment_tensor(value, num_segments, like, name):
 
 def pull_(x, target, strength, offsets=None):
     """In place ``x <- x - strength * (x - target)`` (Leader SGD's pull, averaging's blend)."""
+    if isinstance(strength, Real) and not math.isfinite(strength):
+        raise ValueError(f"strength must be finite, got {strength!r}")
     return axpby(x, target, 1.0 - strength, strength, offsets, out=x)

@@ -132,6 +132,14 @@ def test_allreduce(comm):
                 out = comm.allreduce_(buf, op)
                 check(out is buf, "allreduce_ returns its argument")
                 check_equal(buf, make(ref(everyone, axis=0)), f"allreduce_ {op} {label} n={length}")
+    if torch is not None:
+        # Parameters (leaves requiring grad) are reduced in place, outside autograd.
+        for dt in (torch.float32, torch.bfloat16):
+            w = torch.full((4,), float(r), dtype=dt, requires_grad=True)
+            comm.allreduce_(w)
+            comm.broadcast_(w, n - 1)
+            check_equal(w.detach(), torch.full((4,), float(n * (n - 1) // 2), dtype=dt),
+                        f"allreduce_/broadcast_ of a leaf requiring grad ({dt})")
 
 
 def test_allgather(comm):
@@ -185,18 +193,19 @@ def test_barrier(comm):
         comm.barrier()
 
 
-def check_members(sub, members, what):
-    """``sub`` must hold exactly the parent ranks ``members``, in that order."""
+def check_members(sub, members, me, what):
+    """``sub`` must hold exactly the parent ranks ``members``, in that order; ``me`` is this
+    process's parent rank."""
     check(sub is not None, f"{what}: got None")
     check(sub.size == len(members), f"{what}: size {sub.size} != {len(members)}")
-    got = sub.allgather_object(members[sub.rank])
+    got = sub.allgather_object(me)
     check(got == members, f"{what}: members {got} != {members}")
-    total = sub.allreduce_small(np.array([float(members[sub.rank])]))
+    total = sub.allreduce_small(np.array([float(me)]))
     check_equal(total, np.array([float(sum(members))]), f"{what}: allreduce_small")
     if sub.size > 1:
         r = sub.rank
         recv = np.empty(1)
-        sub.sendrecv(np.array([float(members[r])]), (r + 1) % sub.size, recv, (r - 1) % sub.size)
+        sub.sendrecv(np.array([float(me)]), (r + 1) % sub.size, recv, (r - 1) % sub.size)
         check_equal(recv, np.array([float(members[(r - 1) % sub.size])]), f"{what}: sendrecv")
 
 
@@ -205,19 +214,32 @@ def test_split(comm):
     # Parity classes, reversed by key.
     sub = comm.split(r % 2, key=-r)
     members = sorted((q for q in range(n) if q % 2 == r % 2), reverse=True)
-    check_members(sub, members, "split by parity")
+    check_members(sub, members, r, "split by parity")
     check(comm.split(r % 2, key=-r) is sub, "repeated split must return the cached communicator")
+    # Split of a split (for torch: a group that may not span the world). Done before any
+    # split leaves a rank out, which torch cannot follow with subgroup splits (documented).
+    subsub = sub.split(0, key=sub.rank)
+    check_members(subsub, list(range(sub.size)), sub.rank, "nested split")
+    check_members(sub.split(sub.rank % 2), [q for q in range(sub.size) if q % 2 == sub.rank % 2],
+                  sub.rank, "nested split in two")
     # Equal keys: ordered by parent rank.
-    check_members(comm.split(7, key=0), list(range(n)), "split with equal keys")
+    check_members(comm.split(7, key=0), list(range(n)), r, "split with equal keys")
     # The last rank opts out.
     last = comm.split(None if r == n - 1 else 3)
     if r == n - 1:
         check(last is None, "color=None must give None")
     else:
-        check_members(last, list(range(n - 1)), "split with an opted-out rank")
-    # Split of a split (for torch: a group that may not span the world).
-    subsub = sub.split(0, key=sub.rank)
-    check_members(subsub, list(range(sub.size)), "nested split")
+        check_members(last, list(range(n - 1)), r, "split with an opted-out rank")
+    if comm.backend != "mpi" and n >= 3:
+        # The opt-out gave rank n-1 one process group fewer: torch cannot split a subgroup
+        # holding it and ranks with more groups; that must raise everywhere, not hang.
+        holds_last = (n - 1) % 2 == r % 2
+        try:
+            sub.split(1, key=-sub.rank)
+        except RuntimeError:
+            check(holds_last, "subgroup split raised needlessly")
+        else:
+            check(not holds_last, "subgroup split with diverged histories must raise")
     try:
         comm.split(-2)
     except ValueError:

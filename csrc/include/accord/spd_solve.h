@@ -4,7 +4,8 @@
 // Cyclic Jacobi eigendecomposition A = V diag(lam) V^T, then the pseudo-inverse solution
 // x = V diag(1/lam_i if |lam_i| > tol else 0) V^T r, tol = k * DBL_EPSILON * max|lam|.
 // A rank-deficient or zero matrix therefore gives the finite minimum-norm least-squares answer,
-// never NaN from a division by a zero pivot. NaN inputs stay NaN (the sweep count is bounded).
+// never NaN from a division by a zero pivot. A NaN or Inf anywhere in the system (matrix, rhs)
+// gives an all-NaN x, never a silently finite answer (and the sweep count is bounded).
 // k is small (<= kMaxSolveDim): the cost, O(sweeps k^3), is nothing next to the Gram pass.
 #include <cfloat>
 #include <cmath>
@@ -20,6 +21,15 @@ constexpr int kMaxJacobiSweeps = 60;
 // a: k*k row-major, overwritten (its diagonal ends as the eigenvalues); v: k*k scratch.
 ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64_t k, double ridge,
                                     double* x) {
+  // Non-finite input: the sweeps would stop at once (NaN off-diagonal norm) or every eigenvalue
+  // would be dropped (tol = inf), returning a finite x. fabs(NaN) <= DBL_MAX is false.
+  bool finite = true;
+  for (int64_t i = 0; i < k * k; ++i) finite = finite && fabs(a[i]) <= DBL_MAX;
+  for (int64_t i = 0; i < k; ++i) finite = finite && fabs(r[i]) <= DBL_MAX;
+  if (!finite) {
+    for (int64_t i = 0; i < k; ++i) x[i] = nan("");
+    return;
+  }
   for (int64_t i = 0; i < k; ++i) {
     a[i * k + i] += ridge;
     for (int64_t j = 0; j < k; ++j) v[i * k + j] = i == j ? 1.0 : 0.0;

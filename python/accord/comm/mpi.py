@@ -39,13 +39,15 @@ _OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 
-_torch = None  # set on first tensor; never imported here
+_torch = None  # torch and its bfloat16/int16 dtypes, set on the first tensor seen
+_bf16 = _i16 = None
 
 
 def _torch_mod():
-    global _torch
+    global _torch, _bf16, _i16
     if _torch is None:
         _torch = sys.modules["torch"]
+        _bf16, _i16 = _torch.bfloat16, _torch.int16
     return _torch
 
 
@@ -66,10 +68,12 @@ def _mpi_op(op: str):
 
 def _tensor_view(t) -> np.ndarray:
     """Zero-copy numpy view of a CPU tensor (bfloat16 viewed as int16 for data movement)."""
-    torch = _torch_mod()
-    t = t.detach()
-    if t.dtype == torch.bfloat16:
-        t = t.view(torch.int16)
+    if _torch is None:
+        _torch_mod()
+    if t.requires_grad:
+        t = t.detach()
+    if t.dtype is _bf16:
+        t = t.view(_i16)
     return t.numpy()
 
 
@@ -118,10 +122,11 @@ class MPICommunicator(Communicator):
         if type(buf) is _ndarray:
             return buf, None
         if _is_torch_tensor(buf):
-            if buf.device.type == "cpu":
+            if buf.is_cpu:
                 return _tensor_view(buf), None
-            host = buf.detach().cpu()
-            return _tensor_view(host), (buf, host)
+            dev = buf.detach()
+            host = dev.cpu()
+            return _tensor_view(host), (dev, host)
         return np.asarray(buf), None
 
     @staticmethod
@@ -130,14 +135,15 @@ class MPICommunicator(Communicator):
             back[0].copy_(back[1])
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
-        # Fast path: numpy in, numpy out (the Adasum hot path with host buffers).
-        if type(sendbuf) is _ndarray and type(recvbuf) is _ndarray:
-            self._comm.Sendrecv(_spec(sendbuf), dest, 0, _spec(recvbuf), source, 0)
+        # Hot path (once per Adasum level): no staging work for numpy or CPU tensors.
+        s = sendbuf if type(sendbuf) is _ndarray else self._host(sendbuf)[0]
+        if type(recvbuf) is _ndarray:
+            self._comm.Sendrecv(_spec(s), dest, 0, _spec(recvbuf), source, 0)
             return
-        s, _ = self._host(sendbuf)
         r, back = self._host(recvbuf)
         self._comm.Sendrecv(_spec(s), dest, 0, _spec(r), source, 0)
-        self._writeback(back)
+        if back is not None:
+            back[0].copy_(back[1])
 
     def allreduce_small(self, values, op="sum"):
         v = values if type(values) is _ndarray else np.asarray(values)
@@ -154,9 +160,10 @@ class MPICommunicator(Communicator):
         if type(buf) is not _ndarray and _is_torch_tensor(buf):
             torch = _torch_mod()
             if buf.dtype in (torch.float16, torch.bfloat16):
-                tmp = buf.detach().to("cpu", torch.float32)
+                t = buf.detach()
+                tmp = t.to("cpu", torch.float32)
                 self._comm.Allreduce(MPI.IN_PLACE, [tmp.numpy(), MPI.FLOAT], mop)
-                buf.copy_(tmp)
+                t.copy_(tmp)
                 return buf
         a, back = self._host(buf)
         if a.dtype == _F16:

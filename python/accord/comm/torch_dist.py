@@ -53,6 +53,28 @@ def _device_types(backend: str) -> frozenset:
     return frozenset({"cpu"})
 
 
+def _n_groups():
+    """How many process groups this process has registered (None if torch hides it)."""
+    try:
+        return len(dist.distributed_c10d._world.pg_names)
+    except AttributeError:
+        return None
+
+
+def _check_histories(gathered) -> None:
+    counts: dict = {}
+    for c, _, n in gathered:
+        if c is not None and n is not None:
+            counts.setdefault(c, set()).add(n)
+    if any(len(v) > 1 for v in counts.values()):
+        raise RuntimeError(
+            "TorchCommunicator.split: this communicator does not span the default group and "
+            "the members of a new part have created different numbers of process groups, so "
+            "torch.distributed.new_group(use_local_synchronization=True) would hang; split "
+            "the world communicator instead"
+        )
+
+
 class TorchCommunicator(Communicator):
     """:class:`~accord.comm.Communicator` over a torch.distributed process group.
 
@@ -212,19 +234,24 @@ class TorchCommunicator(Communicator):
 
         Implemented with ``dist.new_group``. On a communicator spanning the whole default
         group, every rank creates every part's group, in sorted color order, as new_group
-        requires. On a smaller communicator only the members of each part create it
-        (``use_local_synchronization=True``), which is subject to torch's caveat that the
-        members must have created the same sequence of process groups before.
+        requires. On a smaller communicator only the members of each part can take part
+        (``use_local_synchronization=True``), and torch then names the group after the
+        number of groups each member has created so far: if the members' counts differ,
+        creation would hang, so split raises RuntimeError on every rank instead. Splitting
+        the world communicator directly avoids the restriction.
         """
         if color is not None and (not isinstance(color, (int, np.integer)) or color < 0):
             raise ValueError(f"split: color must be a non-negative int or None, got {color!r}")
         key = self._rank if key is None else int(key)
         color = None if color is None else int(color)
+        gathered = self.allgather_object((color, key, None if self._spans_world else _n_groups()))
         # Keyed by the whole partition, which all ranks see identically, so every rank
         # hits or misses the cache together.
-        partition = tuple(self.allgather_object((color, key)))
+        partition = tuple((c, k) for c, k, _ in gathered)
         if partition in self._splits:
             return self._splits[partition]
+        if not self._spans_world:
+            _check_histories(gathered)
         parts: dict = {}
         for parent_rank, (c, k) in enumerate(partition):
             if c is not None:

@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""CPSGD (constant-period averaging) vs ADPSGD (accord's adaptive periodic averaging) at equal
+communication, training a small MLP on sklearn's digits (bundled with scikit-learn, no download).
+
+    mpirun -np 4 python benchmarks/averaging.py                    # results/averaging.json
+    mpirun -np 4 python benchmarks/averaging.py --skew --seeds 3   # label-sorted shards
+
+For every seed and every period p: CPSGD averages every p steps (steps // p syncs); ADPSGD
+gets budget = the number of syncs CPSGD made, over the same steps, with accord's default
+controller (AdaptivePeriodicAverager(total_steps, budget)). The budget is a maximum and ADPSGD
+may use fewer syncs, so a third row, cpsgd=, runs CPSGD at the period that matches ADPSGD's
+actual mean sync count (round(steps / syncs)): equal communication both ways. Each rank
+trains on its shard (IID: every N-th sample; --skew: label-sorted contiguous shards) with SGD +
+momentum, same initial model and the same per-rank batch sequence for every method. The final model is the
+average of the workers (one extra allreduce, for both methods, not counted as a sync).
+Reported: training loss/accuracy of the final model on the whole training set, test accuracy,
+syncs, and the mean parameter variance V measured at the syncs (mean over seeds, +- std).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import accord  # noqa: E402
+from _common import Column, Table, collect_metadata, note, print_metadata, write_json  # noqa: E402
+
+
+def data(comm, skew):
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    perm = np.random.default_rng(0).permutation(len(y))
+    n_test = len(y) // 5
+    te, tr = perm[:n_test], perm[n_test:]
+    if skew:
+        tr_sorted = tr[np.argsort(y[tr], kind="stable")]
+        shard = np.array_split(tr_sorted, comm.size)[comm.rank]
+    else:
+        shard = tr[comm.rank::comm.size]
+    t = lambda idx: (torch.from_numpy(X[idx]), torch.from_numpy(y[idx]))  # noqa: E731
+    return t(shard), t(tr), t(te)
+
+
+def evaluate(model, xy):
+    with torch.no_grad():
+        out = model(xy[0])
+        return (float(torch.nn.functional.cross_entropy(out, xy[1])),
+                float((out.argmax(1) == xy[1]).float().mean()))
+
+
+def run(comm, method, args, seed, period, budget, shards):
+    shard, train, test = shards
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(64, args.hidden), torch.nn.ReLU(),
+                                torch.nn.Linear(args.hidden, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
+             if args.lr_schedule == "cosine" else None)
+    rng = np.random.default_rng(1000 * seed + comm.rank)
+    if method in ("cpsgd", "cpsgd="):
+        avg = accord.PeriodicAverager(period, track_variance=True, comm=comm)
+    else:
+        avg = accord.AdaptivePeriodicAverager(total_steps=args.steps, budget=budget, comm=comm)
+    for _ in range(args.steps):
+        idx = rng.integers(0, len(shard[1]), args.batch)
+        loss = torch.nn.functional.cross_entropy(model(shard[0][idx]), shard[1][idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        avg.average_parameters(model.parameters())
+    accord.grouped_allreduce_([p.detach() for p in model.parameters()], comm=comm)
+    train_loss, train_acc = evaluate(model, train)
+    _, test_acc = evaluate(model, test)
+    vs = [h[2] for h in avg.variance_history]
+    periods = [h[1] for h in avg.variance_history]
+    return dict(method=method, seed=seed, period=period, budget=budget, syncs=avg.num_syncs,
+                train_loss=train_loss, train_acc=train_acc, test_acc=test_acc,
+                mean_variance=float(np.mean(vs)) if vs else 0.0,
+                periods=periods if method == "adpsgd" else None)
+
+
+def summary(rows, key):
+    xs = [r[key] for r in rows]
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--periods", type=int, nargs="+", default=[4, 8, 16, 32])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--skew", action="store_true", help="label-sorted (non-IID) shards")
+    ap.add_argument("--json", default="results/averaging.json")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    comm = accord.init()
+    shards = data(comm, args.skew)
+    root = comm.rank == 0
+
+    meta = collect_metadata(ranks=comm.size, steps=args.steps, seeds=args.seeds, lr=args.lr,
+                            lr_schedule=args.lr_schedule, batch=args.batch, hidden=args.hidden,
+                            shards="label-sorted" if args.skew else "iid",
+                            definition="ADPSGD budget = CPSGD syncs (steps // period); final "
+                                       "model = average of workers; mean_V = mean of V at syncs")
+    cols = [Column("period", "", 7, "d"), Column("method", "", 7, "s"),
+            Column("run_period", "", 6, "d", title="p_run"),
+            Column("syncs", "", 6, ".1f"), Column("train_loss", "", 11, ".4f"),
+            Column("+-", "", 7, ".4f", title="+-"), Column("train_acc", "(%)", 10, ".2f"),
+            Column("test_acc", "(%)", 9, ".2f"), Column("+-acc", "(%)", 6, ".2f"),
+            Column("mean_V", "", 10, ".3g"), Column("wins", "adp<", 7, "s")]
+    table = Table(cols)
+    if root:
+        print_metadata(meta)
+        table.print_header()
+    raw = []
+    for p in args.periods:
+        budget = args.steps // p
+        per = {"cpsgd": [], "adpsgd": [], "cpsgd=": []}
+        for seed in range(args.seeds):
+            for method in ("cpsgd", "adpsgd"):
+                r = run(comm, method, args, seed, p, budget, shards)
+                per[method].append(r)
+                raw.append(r)
+        matched = max(1, round(args.steps / summary(per["adpsgd"], "syncs")[0]))
+        for seed in range(args.seeds):
+            if matched == p:  # same run as the cpsgd row: reuse it
+                r = dict(per["cpsgd"][seed], method="cpsgd=")
+            else:
+                r = run(comm, "cpsgd=", args, seed, matched, args.steps // matched, shards)
+            per["cpsgd="].append(r)
+            raw.append(r)
+        for method, rows in per.items():
+            ref = per["adpsgd"]
+            wins = sum(a["train_loss"] < c["train_loss"] for a, c in zip(ref, rows))
+            loss_m, loss_s = summary(rows, "train_loss")
+            acc_m, acc_s = summary(rows, "test_acc")
+            row = dict(period=p, method=method, syncs=summary(rows, "syncs")[0],
+                       train_loss=loss_m, **{"+-": loss_s},
+                       train_acc=100 * summary(rows, "train_acc")[0], test_acc=100 * acc_m,
+                       **{"+-acc": 100 * acc_s}, mean_V=summary(rows, "mean_variance")[0],
+                       wins=(f"{wins}/{len(rows)}" if method != "adpsgd" else ""),
+                       run_period=rows[0]["period"])
+            if root:
+                table.print_row(row)
+            else:
+                table.rows.append(row)
+        if root:
+            periods = per["adpsgd"][0]["periods"]
+            note(f"ADPSGD periods (seed 0, p={p}): {periods}")
+    if root:
+        note("adp<: seeds where ADPSGD's final training loss is below this row's (same seed);"
+             " p_run: the period CPSGD ran at (adpsgd: the CPSGD period that set its budget)")
+        path = write_json(args.json, {"metadata": meta, "rows": table.rows, "runs": raw})
+        note(f"JSON: {path}")
+
+
+if __name__ == "__main__":
+    main()

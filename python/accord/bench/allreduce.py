@@ -1,0 +1,519 @@
+"""``python -m accord.bench allreduce``: raw allreduce vs accord's Sum / Average / Adasum.
+
+    mpirun -np 4 python -m accord.bench allreduce                  # 4 KiB .. 64 MiB, float32
+    mpirun -np 2 python -m accord.bench allreduce -b 1M -e 1M -n 50 --dtype float16
+    mpirun -np 2 python -m accord.bench allreduce --quick --json /tmp/ar.json
+    torchrun --nproc-per-node 2 -m accord.bench allreduce --backend gloo
+
+Rows per size (nccl-tests style; every rank holds one contiguous 1-D buffer of ``size`` bytes):
+
+    mpi-raw / gloo-raw  the transport's own in-place allreduce(SUM) (mpi4py
+                        ``Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)`` on a numpy buffer, or
+                        ``torch.distributed.all_reduce``); not run for 16-bit types over MPI,
+                        which has no portable 16-bit float reduction
+    accord-sum          accord.allreduce_(buf, op=accord.Sum)
+    accord-avg          accord.allreduce_(buf, op=accord.Average)
+    accord-adasum       accord.allreduce_(buf, op=accord.Adasum)
+    accord-consensus    accord.consensus.ConsensusAggregator().aggregate([buf]), only when that
+                        module is importable
+
+Columns: time is the max over ranks of each rank's median over ``--iters`` timed iterations
+(``--warmup`` untimed ones first); before every iteration the input is restored (untimed) and
+the ranks pass a barrier. Implementations are interleaved iteration by iteration, so slow
+drifts hit them alike and their ratios are meaningful. algbw = size / time; busbw = algbw *
+2(N-1)/N (nccl-tests' allreduce bus bandwidth). #wrong: elements, summed over ranks, of one
+separate untimed call that differ from a float64 numpy oracle built from every rank's seeded
+input by more than a dtype tolerance times the largest expected magnitude (sum / mean; the
+Adasum tree for adasum); ``-`` above ``--check-max-bytes`` (default 16 MiB) and for consensus
+(no oracle).
+
+Summary lines check the issue's targets (float32): Adasum at 64 MiB takes at most 0.7x the time
+of the raw MPI allreduce(SUM) of the same run, and Adasum at 4 KiB on 2 ranks takes under 100 us.
+They print PASS / MISS and never fail the run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from .table import (Column, Table, human_bytes, load_average, note, parse_bytes,
+                    print_metadata, write_json)
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+# Relative to the largest expected magnitude: float64 only differs by summation order; lower
+# precisions round each Adasum level's output (about log2(N)+1 roundings).
+TOL = {"float64": 1e-10, "float32": 2e-5, "float16": 6e-3, "bfloat16": 5e-2}
+SEED = 20240611
+ADASUM_RATIO_TARGET = (64 << 20, 0.7)     # (size, max adasum/raw time ratio)
+ADASUM_LATENCY_TARGET = (4 << 10, 100.0)  # (size, max adasum time in us, 2 ranks)
+QUICK = {"minbytes": "4K", "maxbytes": "256K", "stepfactor": 4, "iters": 5, "warmup": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# The float64 Adasum tree (same tree as accord.adasum; kept here so an installed package can
+# check itself without the test suite).
+
+
+def _pair(a, b, offsets, wa=0.5, wb=0.5):
+    out = np.empty(len(a))
+    tiny = np.finfo(np.float64).tiny
+    for s, e in zip(offsets[:-1], offsets[1:]):
+        x, y = a[s:e], b[s:e]
+        dot, xx, yy = x @ y, x @ x, y @ y
+        ca = 1.0 if xx < tiny else 1.0 - wa * dot / xx
+        cb = 1.0 if yy < tiny else 1.0 - wb * dot / yy
+        out[s:e] = ca * x + cb * y
+    return out
+
+
+def adasum_tree(inputs, offsets):
+    """Fold pairs (2i, 2i+1) for the ranks beyond the largest power of two, then the
+    adjacent-pair tree, each combine weighted by the input counts of its two sides."""
+    inputs = [np.asarray(x, dtype=np.float64) for x in inputs]
+    n = len(inputs)
+    p = 1 << (n.bit_length() - 1)
+    r = n - p
+    vals = [_pair(inputs[2 * i], inputs[2 * i + 1], offsets) for i in range(r)] + inputs[2 * r:]
+    counts = [2] * r + [1] * (n - 2 * r)
+    while len(vals) > 1:
+        nxt, nc = [], []
+        for j in range(0, len(vals), 2):
+            n1, n2 = counts[j], counts[j + 1]
+            nxt.append(_pair(vals[j], vals[j + 1], offsets, n1 / (n1 + n2), n2 / (n1 + n2)))
+            nc.append(n1 + n2)
+        vals, counts = nxt, nc
+    return vals[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        prog="python -m accord.bench allreduce",
+        description="raw allreduce vs accord Sum / Average / Adasum over a size sweep "
+                    "(launch with mpirun, or torchrun for --backend gloo)")
+    ap.add_argument("-b", "--minbytes", default=None, help="smallest size (default 4K)")
+    ap.add_argument("-e", "--maxbytes", default=None, help="largest size (default 64M)")
+    ap.add_argument("-f", "--stepfactor", type=int, default=None,
+                    help="multiply the size by this factor each step (default 2)")
+    ap.add_argument("-n", "--iters", type=int, default=None, help="timed iterations (20)")
+    ap.add_argument("-w", "--warmup", type=int, default=None, help="warmup iterations (5)")
+    ap.add_argument("--dtype", choices=DTYPES, default="float32")
+    ap.add_argument("--backend", choices=("mpi", "gloo"), default="mpi",
+                    help="mpi (mpirun, mpi4py) or gloo (torchrun, torch.distributed)")
+    ap.add_argument("--json", metavar="PATH", default=None, help="also write rows + metadata")
+    ap.add_argument("--quick", action="store_true",
+                    help="small sweep, few iterations (4K..256K x4, 5 iters, 1 warmup)")
+    ap.add_argument("--check-max-bytes", default="16M",
+                    help="largest size checked against the float64 oracle (default 16M)")
+    ap.add_argument("--no-consistency-check", action="store_true",
+                    help="accord.set_consistency_check(False) (one small allreduce less per call)")
+    ap.add_argument("--ops", default="raw,sum,avg,adasum,consensus",
+                    help="comma list of rows to run: raw,sum,avg,adasum,consensus")
+    a = ap.parse_args(argv)
+    base = QUICK if a.quick else {"minbytes": "4K", "maxbytes": "64M", "stepfactor": 2,
+                                  "iters": 20, "warmup": 5}
+    for k, v in base.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    a.minbytes, a.maxbytes = parse_bytes(a.minbytes), parse_bytes(a.maxbytes)
+    a.check_max_bytes = parse_bytes(a.check_max_bytes)
+    if a.minbytes <= 0 or a.maxbytes < a.minbytes:
+        ap.error("need 0 < minbytes <= maxbytes")
+    if a.stepfactor < 2:
+        ap.error("stepfactor must be >= 2")
+    if a.iters < 1 or a.warmup < 0:
+        ap.error("need iters >= 1 and warmup >= 0")
+    a.ops = [o.strip() for o in a.ops.split(",") if o.strip()]
+    bad = set(a.ops) - {"raw", "sum", "avg", "adasum", "consensus"}
+    if bad:
+        ap.error(f"unknown --ops entries: {sorted(bad)}")
+    return a
+
+
+def sizes(minbytes: int, maxbytes: int, factor: int):
+    s, out = minbytes, []
+    while s <= maxbytes:
+        out.append(s)
+        s *= factor
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Transport set-up
+
+
+class Setup:
+    """Communicator, framework and the raw baseline for one backend/dtype."""
+
+    def __init__(self, backend: str, dtype: str):
+        import accord
+        self.backend, self.dtype = backend, dtype
+        if backend == "mpi":
+            from mpi4py import MPI
+            self.MPI = MPI
+            self.comm = accord.init()  # a private duplicate of COMM_WORLD
+            self.mpi = self.comm.mpi_comm
+            self.use_torch = dtype == "bfloat16"  # numpy has no bfloat16
+            lib = MPI.Get_library_version().strip().splitlines()[0].split(",")[0]
+            import mpi4py
+            self.transport = f"{lib} (mpi4py {mpi4py.__version__})"
+            self.raw_name = "mpi-raw"
+            # MPI has no portable 16-bit float reduction: no raw row for 16-bit types.
+            self.raw = self._mpi_raw if dtype in ("float32", "float64") else None
+        else:
+            import torch
+            import torch.distributed as dist
+            self.owns_group = not dist.is_initialized()
+            if self.owns_group:
+                dist.init_process_group("gloo")
+            self.dist = dist
+            self.comm = accord.init()
+            self.use_torch = True
+            self.transport = f"torch.distributed {dist.get_backend()} (torch {torch.__version__})"
+            self.raw_name = f"{dist.get_backend()}-raw"
+            self.raw = self._dist_raw
+        if self.use_torch:
+            import torch
+            self.torch = torch
+            self.tdtype = getattr(torch, dtype)
+        self.N, self.rank = self.comm.size, self.comm.rank
+        self.itemsize = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}[dtype]
+
+    def close(self) -> None:
+        """Tear down what this benchmark set up (gloo's threads must stop before exit)."""
+        import accord
+        accord.shutdown()
+        if self.backend != "mpi" and self.owns_group:
+            self.dist.destroy_process_group()
+
+    def _mpi_raw(self, buf):
+        self.mpi.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return buf
+
+    def _dist_raw(self, buf):
+        self.dist.all_reduce(buf)
+        return buf
+
+    # inputs ------------------------------------------------------------------------------
+
+    def input64(self, rank: int, count: int) -> np.ndarray:
+        """Rank ``rank``'s input as it is stored (after rounding to dtype), widened to float64.
+        Any rank can regenerate any other rank's input from the seed."""
+        rng = np.random.default_rng((SEED, rank, count))
+        base = np.float64 if self.dtype == "float64" else np.float32
+        x = rng.standard_normal(count, dtype=base)
+        if self.dtype == "float16":
+            x = x.astype(np.float16)
+        elif self.dtype == "bfloat16":
+            t = self.torch.from_numpy(x).to(self.torch.bfloat16)
+            return t.to(self.torch.float64).numpy()
+        return x.astype(np.float64)
+
+    def buffer(self, rank: int, count: int):
+        """This rank's input buffer in the framework the benchmark runs on."""
+        rng = np.random.default_rng((SEED, rank, count))
+        base = np.float64 if self.dtype == "float64" else np.float32
+        x = rng.standard_normal(count, dtype=base)
+        if self.use_torch:
+            return self.torch.from_numpy(x).to(self.tdtype)
+        return x.astype(self.dtype, copy=False)
+
+    def copy_(self, dst, src):
+        if self.use_torch:
+            dst.copy_(src)
+        else:
+            np.copyto(dst, src)
+
+    def clone(self, src):
+        return src.clone() if self.use_torch else src.copy()
+
+    def as64(self, x) -> np.ndarray:
+        if self.use_torch:
+            return x.detach().to(self.torch.float64).numpy()
+        return np.asarray(x, dtype=np.float64)
+
+
+def _consensus(setup: Setup):
+    """(aggregator, None) or (None, reason) for the accord-consensus row."""
+    try:
+        from accord.consensus import ConsensusAggregator
+    except ImportError as e:
+        return None, f"accord.consensus not importable ({e})"
+    errors = []
+    for kwargs in ({"comm": setup.comm}, {}):
+        try:
+            return ConsensusAggregator(**kwargs), None
+        except TypeError as e:
+            errors.append(str(e))
+    return None, "ConsensusAggregator() could not be constructed: " + "; ".join(errors)
+
+
+class Impl:
+    __slots__ = ("name", "redop", "run", "times")
+
+    def __init__(self, name, redop, run):
+        self.name, self.redop, self.run, self.times = name, redop, run, []
+
+
+def make_impls(setup: Setup, ops, notes):
+    import accord
+    impls = []
+    if "raw" in ops:
+        if setup.raw is not None:
+            impls.append(Impl(setup.raw_name, "sum", setup.raw))
+        else:
+            notes.append(f"no {setup.raw_name} rows: MPI has no portable {setup.dtype} reduction")
+    for key, name, op in (("sum", "accord-sum", accord.Sum), ("avg", "accord-avg", accord.Average),
+                          ("adasum", "accord-adasum", accord.Adasum)):
+        if key in ops:
+            impls.append(Impl(name, key, lambda buf, op=op: accord.allreduce_(buf, op=op)))
+    if "consensus" in ops:
+        agg, why = _consensus(setup)
+        if agg is None:
+            notes.append(f"no accord-consensus rows: {why}")
+        else:
+            impls.append(Impl("accord-consensus", "consensus",
+                              lambda buf, agg=agg: agg.aggregate([buf])[0]))
+    return impls
+
+
+# ---------------------------------------------------------------------------------------------
+# One size
+
+
+def expected(setup: Setup, count: int, redops):
+    every = [setup.input64(r, count) for r in range(setup.N)]
+    out = {}
+    if "sum" in redops or "avg" in redops:
+        s = np.sum(every, axis=0)
+        out["sum"], out["avg"] = s, s / setup.N
+    if "adasum" in redops:
+        out["adasum"] = adasum_tree(every, np.array([0, count], dtype=np.int64))
+    return out
+
+
+def count_wrong(got64: np.ndarray, exp: np.ndarray, dtype: str) -> int:
+    scale = max(float(np.abs(exp).max()), 1e-300) if exp.size else 1.0
+    ok = np.abs(got64 - exp) <= TOL[dtype] * scale  # NaN compares False: counted as wrong
+    return int(ok.size - np.count_nonzero(ok))
+
+
+def run_size(setup: Setup, impls, nbytes: int, args):
+    count = max(nbytes // setup.itemsize, 1)
+    nbytes = count * setup.itemsize
+    pristine = setup.buffer(setup.rank, count)
+    work = setup.clone(pristine)
+    comm = setup.comm
+
+    # correctness: one separate untimed call per implementation
+    checked = nbytes <= args.check_max_bytes
+    wrong = np.full(len(impls), -1, dtype=np.int64)
+    oracle = expected(setup, count, {i.redop for i in impls}) if checked else {}
+    for k, impl in enumerate(impls):
+        setup.copy_(work, pristine)
+        comm.barrier()
+        result = impl.run(work)
+        if impl.redop in oracle:
+            wrong[k] = count_wrong(setup.as64(result), oracle[impl.redop], setup.dtype)
+    del oracle
+    # -1 (unchecked) stays negative after the sum because every rank agrees on what is checked
+    wrong = comm.allreduce_small(wrong, "sum")
+
+    # timing: implementations interleaved, barrier before every iteration
+    for impl in impls:
+        impl.times = []
+    perf = time.perf_counter
+    for it in range(args.warmup + args.iters):
+        for impl in impls:
+            setup.copy_(work, pristine)
+            comm.barrier()
+            t0 = perf()
+            impl.run(work)
+            t1 = perf()
+            if it >= args.warmup:
+                impl.times.append(t1 - t0)
+    local = np.array([statistics.median(i.times) for i in impls], dtype=np.float64)
+    worst = comm.allreduce_small(local, "max")
+
+    rows = []
+    bus = 2.0 * (setup.N - 1) / setup.N
+    for k, impl in enumerate(impls):
+        t = float(worst[k])
+        algbw = nbytes / t / 1e9 if t > 0 else float("nan")
+        rows.append({
+            "size": nbytes, "count": count, "type": setup.dtype, "redop": impl.redop,
+            "impl": impl.name, "time_us": t * 1e6, "algbw": algbw, "busbw": algbw * bus,
+            "wrong": int(wrong[k]) if wrong[k] >= 0 else None,
+        })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+COLUMNS = [
+    Column("size", "(B)", 12, "d"),
+    Column("count", "(elements)", 12, "d"),
+    Column("type", "", 9, "s"),
+    Column("redop", "", 9, "s"),
+    Column("impl", "", 16, "s"),
+    Column("time_us", "(us)", 11, ".1f", title="time"),
+    Column("algbw", "(GB/s)", 8, ".3f"),
+    Column("busbw", "(GB/s)", 8, ".3f"),
+    Column("wrong", "", 7, "d", title="#wrong"),
+]
+
+
+def metadata(setup: Setup, args, impls) -> dict:
+    import accord
+    info = accord.build_info()
+    meta = {
+        "benchmark": "accord.bench allreduce",
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "load_average": load_average(),
+        "ranks": setup.N,
+        "backend": setup.backend,
+        "transport": setup.transport,
+        "dtype": setup.dtype,
+        "buffers": "torch tensors" if setup.use_torch else "numpy arrays",
+        "accord": info,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)"),
+        "python": f"{platform.python_version()} numpy {np.__version__}",
+        "warmup/iters": f"{args.warmup}/{args.iters}",
+        "sweep": f"{human_bytes(args.minbytes)} .. {human_bytes(args.maxbytes)} "
+                 f"x{args.stepfactor}",
+        "consistency_check": not args.no_consistency_check,
+        "impls": [i.name for i in impls],
+        "time": "max over ranks of the per-rank median; barrier and untimed input restore "
+                "before each iteration; implementations interleaved",
+        "busbw": "algbw * 2(N-1)/N",
+        "#wrong": f"elements (summed over ranks) off the float64 oracle by > tol * max|expected| "
+                  f"(tol {TOL[setup.dtype]:g}); checked up to {human_bytes(args.check_max_bytes)}",
+    }
+    if "torch" in sys.modules:
+        meta["python"] += f" torch {sys.modules['torch'].__version__}"
+    return meta
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def targets(rows, setup: Setup):
+    """The issue's two targets as (name, measured text, verdict) lines."""
+    out = []
+    by = {(r["size"], r["impl"]): r for r in rows}
+    fp_note = "" if setup.dtype == "float32" else " (target defined for float32)"
+    size, limit = ADASUM_RATIO_TARGET
+    name = f"adasum/{setup.raw_name} time at {human_bytes(size)} <= {limit:g}x"
+    a, r = by.get((size, "accord-adasum")), by.get((size, setup.raw_name))
+    if a is None or r is None:
+        out.append(f"target {name}: not measured (needs both rows at {human_bytes(size)})")
+    else:
+        ratio = a["time_us"] / r["time_us"]
+        verdict = "PASS" if ratio <= limit else "MISS"
+        out.append(f"target {name}: {ratio:.3f}x (adasum {a['time_us'] / 1e3:.2f} ms, "
+                   f"{setup.raw_name} {r['time_us'] / 1e3:.2f} ms, {setup.N} ranks) "
+                   f"{verdict}{fp_note}")
+    size, limit = ADASUM_LATENCY_TARGET
+    name = f"adasum latency at {human_bytes(size)} < {limit:g} us (2 ranks)"
+    a = by.get((size, "accord-adasum"))
+    if a is None:
+        out.append(f"target {name}: not measured")
+    elif setup.N != 2:
+        out.append(f"target {name}: {a['time_us']:.1f} us with {setup.N} ranks "
+                   "(n/a: target is for 2 ranks)")
+    else:
+        verdict = "PASS" if a["time_us"] < limit else "MISS"
+        out.append(f"target {name}: {a['time_us']:.1f} us {verdict}{fp_note}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run(args) -> int:
+    import accord
+    setup = Setup(args.backend, args.dtype)
+    if args.no_consistency_check:
+        accord.set_consistency_check(False)
+    notes: list[str] = []
+    impls = make_impls(setup, args.ops, notes)
+    threads = accord.build_info().get("omp_max_threads") or 1
+    cores = os.cpu_count() or 1
+    if threads > 1 and threads * accord.local_size() > cores:
+        notes.append(f"oversubscribed: {accord.local_size()} local ranks x {threads} OpenMP "
+                     f"threads on {cores} cores; set OMP_NUM_THREADS={max(1, cores // accord.local_size())}")
+    lead = setup.rank == 0
+    meta = metadata(setup, args, impls)
+    table = Table(COLUMNS, file=sys.stdout if lead else open(os.devnull, "w"))
+    if lead:
+        print_metadata(meta)
+        for n in notes:
+            note(n)
+        table.print_header()
+    all_rows = []
+    for nbytes in sizes(args.minbytes, args.maxbytes, args.stepfactor):
+        for row in run_size(setup, impls, nbytes, args):
+            all_rows.append(table.print_row(row))
+    summary = targets(all_rows, setup)
+    bad = sum(r["wrong"] for r in all_rows if r["wrong"])
+    summary.append(f"out of bounds values : {bad} {'OK' if bad == 0 else 'ERROR'}")
+    if lead:
+        note()
+        for line in summary:
+            note(line)
+        if args.json:
+            write_json(args.json, {"metadata": meta, "notes": notes, "rows": all_rows,
+                                   "summary": summary})
+            note(f"wrote {args.json}")
+    setup.comm.barrier()
+    if table.file is not sys.stdout:
+        table.file.close()
+    setup.close()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(args)
+    except BaseException as e:  # one failing rank must not leave the others hanging
+        if isinstance(e, SystemExit) and not e.code:
+            raise
+        _abort(e)
+        raise
+
+
+def _abort(exc) -> None:
+    label = os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("RANK", "?"))
+    sys.stderr.write(f"[accord.bench rank {label}] "
+                     + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    sys.stderr.flush()
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        if mpi.COMM_WORLD.Get_size() > 1:
+            mpi.COMM_WORLD.Abort(1)

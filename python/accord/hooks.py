@@ -1,0 +1,125 @@
+"""DDP communication hooks: Adasum and consensus aggregation inside ``DistributedDataParallel``.
+
+    from accord.hooks import adasum_hook, consensus_hook, ConsensusHookState
+    ddp = DistributedDataParallel(model)
+    ddp.register_comm_hook(None, adasum_hook)              # state: None or a process group
+    ddp.register_comm_hook(ConsensusHookState({"granularity": "layer"}), consensus_hook)
+
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+    ddp.register_comm_hook(None, default_hooks.fp16_compress_wrapper(adasum_hook))  # or bf16_
+
+Both hooks reduce DDP's flat bucket buffer in place with accord's algorithms over an
+:class:`accord.comm.TorchCommunicator` of the process group (one per group, cached), with
+per-layer coefficients: the bucket is split into one segment per parameter (from the positions
+of ``bucket.gradients()`` in the buffer), exactly as ``accord.grouped_allreduce(op=Adasum)``
+treats a list of tensors. They return an already completed ``torch.futures.Future`` holding the
+buffer: the reduction runs synchronously in DDP's autograd thread (in bucket order on every
+rank, so no other ordering is needed), as torch's built-in hooks do for gloo. Adasum's result is
+not divided by the world size (Adasum is its own normalisation: parallel gradients give their
+mean, orthogonal ones their sum). The kernels take float16 and bfloat16 buffers, so torch's
+fp16/bf16 compression wrappers work unchanged (on torch builds without CUDA/NCCL, DDP refuses
+to register a function *named* ``bf16_compress_wrapper_hook``, a guard for NCCL's bf16
+allreduce that these hooks do not use: call the wrapper from a function of another name).
+
+Learning rates: Adasum with DDP behaves as the Adasum optimizer with plain SGD (see
+docs/training.md): keep the single-worker learning rate; do not scale it with N.
+
+Non-finite gradients: Adasum turns a NaN/Inf tensor on any rank into NaN for that tensor on every
+rank. The consensus hook catches the aggregator's FloatingPointError (raised on every rank alike)
+and returns an all-NaN bucket instead, so AMP's GradScaler skips the step on every rank.
+"""
+# No `from __future__ import annotations`: DDP checks the hooks' return annotation object.
+import zlib
+
+import numpy as np
+import torch
+
+from .adasum import adasum_allreduce_
+from .comm.base import Communicator
+
+__all__ = ["adasum_hook", "consensus_hook", "ConsensusHookState"]
+
+_COMMS: dict = {}
+
+
+def _comm_for(group):
+    """The cached TorchCommunicator of ``group`` (None: the default group); a Communicator is
+    used as is (e.g. accord's MPI communicator for CPU buckets)."""
+    if isinstance(group, Communicator):
+        return group
+    comm = _COMMS.get(group)
+    if comm is None:
+        from .comm.torch_dist import TorchCommunicator
+        comm = _COMMS[group] = TorchCommunicator(group)
+    return comm
+
+
+def _offsets(bucket, buf) -> np.ndarray:
+    """One segment per parameter gradient (any gap in the buffer gets a segment of its own)."""
+    base, size, n = buf.data_ptr(), buf.element_size(), buf.numel()
+    grads = bucket.gradients()
+    bounds = {0, n}
+    for g in grads:
+        if g.numel():
+            start = (g.data_ptr() - base) // size
+            if not 0 <= start <= start + g.numel() <= n:  # not views of this buffer: packed
+                sizes = np.cumsum([g.numel() for g in grads])
+                return np.concatenate([[0], sizes]).astype(np.int64)
+            bounds.update((start, start + g.numel()))
+    return np.array(sorted(bounds), dtype=np.int64)
+
+
+def _done(buf) -> torch.futures.Future[torch.Tensor]:
+    fut = torch.futures.Future()
+    fut.set_result(buf)
+    return fut
+
+
+def adasum_hook(state, bucket) -> torch.futures.Future[torch.Tensor]:
+    """DDP comm hook: Adasum of the bucket over ``state`` (None: the default process group;
+    or a ProcessGroup; or an accord Communicator), per-parameter coefficients, in place."""
+    buf = bucket.buffer()
+    adasum_allreduce_(buf, _offsets(bucket, buf), _comm_for(state))
+    return _done(buf)
+
+
+class ConsensusHookState:
+    """State of :func:`consensus_hook`.
+
+    ``aggregator``: a dict of :class:`accord.ConsensusAggregator` keyword arguments (the
+    aggregator is built on the process group's communicator), None for the defaults, or a
+    ConsensusAggregator (used as is: build it with ``comm=`` the group's communicator).
+    ``process_group``: None for the default group.
+
+    Momentum is kept per bucket index and bucket layout: DDP rebuilds its buckets after the first
+    iteration, and the rebuilt buckets start fresh instead of inheriting another layout's state.
+    Save ``state.aggregator.state_dict()`` with the model to resume.
+    """
+
+    def __init__(self, aggregator=None, process_group=None):
+        from .consensus import ConsensusAggregator
+        self.process_group = process_group
+        if aggregator is None or isinstance(aggregator, dict):
+            kwargs = dict(aggregator or {})
+            if "comm" in kwargs:
+                raise ValueError("ConsensusHookState: give process_group=, not comm=")
+            aggregator = ConsensusAggregator(**kwargs, comm=_comm_for(process_group))
+        elif not callable(getattr(aggregator, "aggregate_flat_", None)):
+            raise TypeError("aggregator must be a dict of ConsensusAggregator arguments or a "
+                            f"ConsensusAggregator, got {type(aggregator).__name__}")
+        self.aggregator = aggregator
+
+
+def consensus_hook(state: ConsensusHookState, bucket) -> torch.futures.Future[torch.Tensor]:
+    """DDP comm hook: ACGA consensus aggregation of the bucket (see ConsensusHookState)."""
+    if not isinstance(state, ConsensusHookState):
+        raise TypeError("consensus_hook needs a ConsensusHookState as its state, got "
+                        f"{type(state).__name__}")
+    buf = bucket.buffer()
+    offsets = _offsets(bucket, buf)
+    key = f"ddp:{bucket.index()}:{zlib.crc32(offsets.tobytes()):08x}"
+    try:
+        state.aggregator.aggregate_flat_(buf, offsets, key=key)
+    except FloatingPointError:
+        buf.fill_(float("nan"))  # every rank takes this branch (see the module doc)
+    return _done(buf)
