@@ -4,6 +4,7 @@ communication, training a small MLP on sklearn's digits (bundled with scikit-lea
 
     mpirun -np 4 python benchmarks/averaging.py                    # results/averaging.json
     mpirun -np 4 python benchmarks/averaging.py --skew --seeds 3   # label-sorted shards
+    mpirun -np 4 python benchmarks/averaging.py --lsgd --steps 300  # LSGD: leader vs average
 
 For every seed and every period p: CPSGD averages every p steps (steps // p syncs); ADPSGD
 gets budget = the number of syncs CPSGD made, over the same steps, with accord's default
@@ -88,6 +89,61 @@ def run(comm, method, args, seed, period, budget, shards):
                 periods=periods if method == "adpsgd" else None)
 
 
+def run_lsgd(comm, args, seed, select_by, shards):
+    """LSGD (group_size=2, period 4, global_period 16): test accuracy of the leader and of the
+    average; select_by "common" scores workers on a fixed 64-sample training batch shared by
+    every rank."""
+    shard, train, test = shards
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(64, args.hidden), torch.nn.ReLU(),
+                                torch.nn.Linear(args.hidden, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    idx = np.random.default_rng(123).choice(len(train[1]), 64, replace=False)
+    xc, yc = train[0][idx], train[1][idx]
+    common = (lambda: float(torch.nn.functional.cross_entropy(model(xc), yc).detach())) \
+        if select_by == "common" else None
+    lsgd = accord.LeaderSGD(model.parameters(), group_size=2, period=4, global_period=16,
+                            select_by=select_by, common_loss=common, comm=comm)
+    rng = np.random.default_rng(1000 * seed + comm.rank)
+    for _ in range(args.steps):
+        i = rng.integers(0, len(shard[1]), args.batch)
+        loss = torch.nn.functional.cross_entropy(model(shard[0][i]), shard[1][i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        lsgd.step(loss.item())
+    models = {kind: lsgd.evaluation_parameters(kind) for kind in ("leader", "average")}
+    out = {}
+    for kind, params in models.items():  # only now overwrite the worker's parameters
+        with torch.no_grad():
+            for p, v in zip(model.parameters(), params):
+                p.copy_(v)
+        out[kind] = evaluate(model, test)[1]
+    return out
+
+
+def lsgd_table(comm, args, meta):
+    cols = [Column("shards", "", 7, "s"), Column("select_by", "", 9, "s"),
+            Column("leader", "(%)", 7, ".2f"), Column("+-", "(%)", 6, ".2f", title="+-"),
+            Column("average", "(%)", 8, ".2f"), Column("+-a", "(%)", 6, ".2f", title="+-")]
+    table = Table(cols)
+    if comm.rank == 0:
+        print_metadata(meta)
+        table.print_header()
+    for skew in (False, True):
+        shards = data(comm, skew)
+        for sel in ("window", "common"):
+            rs = [run_lsgd(comm, args, seed, sel, shards) for seed in range(args.seeds)]
+            lm, ls = summary(rs, "leader")
+            am, as_ = summary(rs, "average")
+            row = {"shards": "sorted" if skew else "iid", "select_by": sel, "leader": 100 * lm,
+                   "+-": 100 * ls, "average": 100 * am, "+-a": 100 * as_}
+            if comm.rank == 0:
+                table.print_row(row)
+    if comm.rank == 0:
+        note(f"JSON: {write_json(args.json, {'metadata': meta, 'rows': table.rows})}")
+
+
 def summary(rows, key):
     xs = [r[key] for r in rows]
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
@@ -95,7 +151,7 @@ def summary(rows, key):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=640)
     ap.add_argument("--periods", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--lr", type=float, default=0.05)
@@ -103,18 +159,28 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--skew", action="store_true", help="label-sorted (non-IID) shards")
-    ap.add_argument("--json", default="results/averaging.json")
+    ap.add_argument("--lsgd", action="store_true",
+                    help="instead: LSGD test accuracy, leader vs average, window vs common")
+    ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.json is None:
+        args.json = "results/averaging_lsgd.json" if args.lsgd else "results/averaging.json"
     torch.set_num_threads(1)
     comm = accord.init()
-    shards = data(comm, args.skew)
     root = comm.rank == 0
 
     meta = collect_metadata(ranks=comm.size, steps=args.steps, seeds=args.seeds, lr=args.lr,
                             lr_schedule=args.lr_schedule, batch=args.batch, hidden=args.hidden,
                             shards="label-sorted" if args.skew else "iid",
-                            definition="ADPSGD budget = CPSGD syncs (steps // period); final "
-                                       "model = average of workers; mean_V = mean of V at syncs")
+                            definition=("LSGD group_size=2 period=4 global_period=16; test "
+                                        "accuracy of evaluation_parameters(leader / average)"
+                                        if args.lsgd else
+                                        "ADPSGD budget = CPSGD syncs (steps // period); final "
+                                        "model = average of workers; mean_V = mean of V at "
+                                        "syncs"))
+    if args.lsgd:
+        return lsgd_table(comm, args, meta)
+    shards = data(comm, args.skew)
     cols = [Column("period", "", 7, "d"), Column("method", "", 7, "s"),
             Column("run_period", "", 6, "d", title="p_run"),
             Column("syncs", "", 6, ".1f"), Column("train_loss", "", 11, ".4f"),

@@ -11,12 +11,12 @@ Sections (every buffer split into 100 segments of random sizes, 16 with --quick;
   2. gram + solve_spd + weighted_sum for k vectors (rhs = mean of the vectors, precomputed)
   3. adasum pair in float16 / bfloat16 at the largest size
 
-Bandwidth bound of a row (definition also printed in the metadata): with T_read = time of
-torch.sum over the row's own input buffers (R0 elements read) and T_copy = time of
-out.copy_(a) (n reads + n writes), a kernel sequence that reads R and writes n elements is bound
-by  T_copy + (R - n) / R0 * T_read.  Both are measured with the same threads, on the same buffers,
-interleaved with the kernels being timed (16-bit buffers are measured through float32 views of
-the same bytes).
+Bandwidth bound of a row (definition also printed in the metadata): with T_read = time of the
+faster of torch.sum and torch.dot (BLAS) over the row's own input buffers (R0 elements read) and
+T_copy = time of out.copy_(a) (n reads + n writes), a kernel sequence that reads R and writes n
+elements is bound by  T_copy + (R - n) / R0 * T_read.  Both are measured with the same threads,
+on the same buffers, interleaved with the kernels being timed (16-bit buffers are measured
+through float32 views of the same bytes).
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ import torch  # noqa: E402
 
 import accord  # noqa: E402
 from accord import ops  # noqa: E402
-from _common import (Column, Table, Timer, collect_metadata, human_bytes, load_average,  # noqa: E402,E501
-                     median, note, print_metadata, write_json)
+from _common import (Column, Table, Timer, collect_metadata, human_bytes,  # noqa: E402
+                     load_average, median, note, print_metadata, write_json)
 
 MiB = 1 << 20
 SEGMENTS = 100
@@ -45,8 +45,9 @@ TARGET_SPEEDUP = 3.0   # fused vs per-segment torch (issue target, largest float
 TARGET_BOUND = 1.3     # fused time / bandwidth bound
 
 BOUND_DEFINITION = ("bound = T_copy + (R - n)/R0 * T_read; T_copy = out.copy_(a) [n reads + n "
-                    "writes], T_read = torch.sum over the row's R0 input elements; R = elements "
-                    "the fused kernels read, n = elements written")
+                    "writes], T_read = the faster of torch.sum and torch.dot (BLAS) over the row's "
+                    "own R0 input elements; R = elements the fused kernels read, n = elements "
+                    "written")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,10 +228,12 @@ def adasum_row(dev: Device, nbytes: int, dtype_name: str, run: Run) -> dict:
         "torch": lambda: torch_adasum_unfused(a, b, bounds, out_t),
         "dots": lambda: ops.segment_dots(a, b, offsets),
         "combine": lambda: ops.adasum_combine(a, b, offsets, out=out, dots=dots),
-        "read": lambda: (torch.sum(a32), torch.sum(b32)),
+        "read_sum": lambda: (torch.sum(a32), torch.sum(b32)),
+        "read_dot": lambda: torch.dot(a32, b32),
         "copy": lambda: o32.copy_(a32),
     }
     t = {k: median(v) for k, v in dev.timer.interleaved(fns, run.reps, run.warmup).items()}
+    t["read"] = min(t["read_sum"], t["read_dot"])
     accord_adasum(a, b, offsets, out)
     torch_adasum_unfused(a, b, bounds, out_t)
     dev.sync()
@@ -260,6 +263,7 @@ def gram_row(dev: Device, n: int, k: int, run: Run) -> dict:
     out_t = torch.zeros_like(out)
     g, r = ops.gram(v, offsets, rhs)
     x = ops.solve_spd(g, r)
+    v_lo, v_hi = v.reshape(-1)[: k * n // 2], v.reshape(-1)[k * n // 2:]
 
     fns = {
         "fused": lambda: accord_gram(v, rhs, offsets, out),
@@ -267,10 +271,12 @@ def gram_row(dev: Device, n: int, k: int, run: Run) -> dict:
         "gram": lambda: ops.gram(v, offsets, rhs),
         "solve": lambda: ops.solve_spd(g, r),
         "wsum": lambda: ops.weighted_sum(v, x, offsets, out=out),
-        "read": lambda: torch.sum(v),
+        "read_sum": lambda: torch.sum(v),
+        "read_dot": lambda: torch.dot(v_lo, v_hi),
         "copy": lambda: out.copy_(rhs),
     }
     t = {kk: median(vv) for kk, vv in dev.timer.interleaved(fns, run.reps, run.warmup).items()}
+    t["read"] = min(t["read_sum"], t["read_dot"])
     accord_gram(v, rhs, offsets, out)
     torch_gram_unfused(v, rhs, bounds, out_t)
     dev.sync()
@@ -301,7 +307,7 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None,
                    help="output path (default results/kernels_<device>[_quick].json)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per measurement "
-                   "(median reported; default 7, --quick 2)")
+                   "(median reported; default 9, --quick 2)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: accord's OpenMP threads, for a fair comparison)")
     return p.parse_args(argv)
@@ -328,7 +334,7 @@ def main(argv=None) -> int:
         half_size = 256 * 1024
         gram_n, gram_ks = 64 * 1024, [4]
     else:
-        reps, warmup, segments = args.reps or 7, 2, SEGMENTS
+        reps, warmup, segments = args.reps or 9, 2, SEGMENTS
         sizes = [1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB]
         half_size = 64 * MiB
         gram_n, gram_ks = 4 * MiB, [4, 8, 16]
@@ -341,13 +347,14 @@ def main(argv=None) -> int:
         "device": (torch.cuda.get_device_name() if args.device == "cuda" else "cpu"),
         "torch_threads": torch.get_num_threads(),
         "omp_max_threads": omp_threads,
-        "repetitions": f"{reps} timed (median), {warmup} warm-up, all measurements of a row interleaved",
+        "repetitions": f"{reps} timed (median), {warmup} warm-up, all measurements of a row "
+                       "interleaved",
         "segments": f"{segments}, random sizes (uniform cut points), seed {SEED}",
         "fused_path": "adasum: segment_dots + adasum_combine(out=, dots=); gram: gram(rhs) + "
-                 "solve_spd + weighted_sum(out=); outputs pre-allocated",
-        "torch_path": "per segment, Python loop: adasum: float64 dot/norms via .double() + torch.dot, "
-                 "out[s:e] = ca*x + cb*y; gram: .double() slice, V V^T, V rhs, "
-                 "linalg.pinv(hermitian) @ r, out[s:e] = x @ V",
+                      "solve_spd + weighted_sum(out=); outputs pre-allocated",
+        "torch_path": "per segment, Python loop: adasum: float64 dot/norms via .double() + "
+                      "torch.dot, out[s:e] = ca*x + cb*y; gram: .double() slice, V V^T, V rhs, "
+                      "linalg.pinv(hermitian) @ r, out[s:e] = x @ V",
         "bound": BOUND_DEFINITION,
         "GB/s": "bytes the fused kernels must move (adasum: 4n reads + n writes; gram: "
                 "(2k+1)n reads + n writes) / fused time",

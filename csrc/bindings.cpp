@@ -24,16 +24,18 @@ DType to_dtype(int code) {
   return static_cast<DType>(code);
 }
 
+#if !defined(ACCORD_WITH_CUDA)
 [[noreturn]] void no_cuda() {
   throw std::runtime_error(
       "accord was built without CUDA kernels; rebuild with nvcc on PATH (or ACCORD_WITH_CUDA=1)");
 }
+#endif
 
 #if defined(ACCORD_WITH_CUDA)
-#define ACCORD_ON_DEVICE(device, cpu_call, cuda_call) \
-  do { if ((device) == kCUDA) { cuda_call; } else { cpu_call; } } while (0)
+#define ACCORD_ON_DEVICE(device, anchor, cpu_call, cuda_call) \
+  do { if ((device) == kCUDA) { accord::cuda::DeviceOf guard(anchor); cuda_call; } else { cpu_call; } } while (0)
 #else
-#define ACCORD_ON_DEVICE(device, cpu_call, cuda_call) \
+#define ACCORD_ON_DEVICE(device, anchor, cpu_call, cuda_call) \
   do { if ((device) == kCUDA) no_cuda(); cpu_call; } while (0)
 #endif
 
@@ -122,7 +124,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("segment_dots", [](int dtype, int device, uintptr_t a, uintptr_t b, const Layout& layout,
                            uintptr_t dots, uintptr_t workspace, uintptr_t stream) {
-    ACCORD_ON_DEVICE(device,
+    ACCORD_ON_DEVICE(device, ptr<void>(a),
         accord::cpu::segment_dots(to_dtype(dtype), ptr<void>(a), ptr<void>(b), layout, ptr<double>(dots)),
         accord::cuda::segment_dots(to_dtype(dtype), ptr<void>(a), ptr<void>(b), layout, ptr<double>(dots),
                                    ptr<void>(workspace), ptr<void>(stream)));
@@ -131,7 +133,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("adasum_combine", [](int dtype, int device, uintptr_t a, uintptr_t b, uintptr_t out,
                              const Layout& layout, uintptr_t dots, double wa, double wb,
                              uintptr_t workspace, uintptr_t stream) {
-    ACCORD_ON_DEVICE(device,
+    ACCORD_ON_DEVICE(device, ptr<void>(a),
         accord::cpu::adasum_combine(to_dtype(dtype), ptr<void>(a), ptr<void>(b), ptr<void>(out), layout,
                                     ptr<const double>(dots), wa, wb),
         accord::cuda::adasum_combine(to_dtype(dtype), ptr<void>(a), ptr<void>(b), ptr<void>(out), layout,
@@ -141,7 +143,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("gram", [](int dtype, int device, uintptr_t vectors, int64_t k, uintptr_t rhs,
                    const Layout& layout, uintptr_t gram, uintptr_t rhs_dots, uintptr_t workspace,
                    uintptr_t stream) {
-    ACCORD_ON_DEVICE(device,
+    ACCORD_ON_DEVICE(device, ptr<void>(vectors),
         accord::cpu::gram(to_dtype(dtype), ptr<void>(vectors), k, ptr<void>(rhs), layout,
                           ptr<double>(gram), ptr<double>(rhs_dots)),
         accord::cuda::gram(to_dtype(dtype), ptr<void>(vectors), k, ptr<void>(rhs), layout,
@@ -153,7 +155,7 @@ PYBIND11_MODULE(_C, m) {
     if (k > accord::kMaxSolveDim)
       throw std::invalid_argument("accord.solve_spd: k=" + std::to_string(k) + " exceeds " +
                                   std::to_string(accord::kMaxSolveDim));
-    ACCORD_ON_DEVICE(device,
+    ACCORD_ON_DEVICE(device, ptr<void>(gram),
         accord::cpu::solve_spd(ptr<const double>(gram), ptr<const double>(rhs), num_systems, k, ridge,
                                ptr<double>(x)),
         accord::cuda::solve_spd(ptr<const double>(gram), ptr<const double>(rhs), num_systems, k, ridge,
@@ -162,7 +164,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("weighted_sum", [](int dtype, int device, uintptr_t vectors, int64_t k, uintptr_t weights,
                            const Layout& layout, uintptr_t out, uintptr_t stream) {
-    ACCORD_ON_DEVICE(device,
+    ACCORD_ON_DEVICE(device, ptr<void>(vectors),
         accord::cpu::weighted_sum(to_dtype(dtype), ptr<void>(vectors), k, ptr<const double>(weights),
                                   layout, ptr<void>(out)),
         accord::cuda::weighted_sum(to_dtype(dtype), ptr<void>(vectors), k, ptr<const double>(weights),
@@ -171,7 +173,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("axpby", [](int dtype, int device, uintptr_t x, uintptr_t y, uintptr_t out,
                     const Layout& layout, uintptr_t alpha, uintptr_t beta, uintptr_t stream) {
-    ACCORD_ON_DEVICE(device,
+    ACCORD_ON_DEVICE(device, ptr<void>(x),
         accord::cpu::axpby(to_dtype(dtype), ptr<void>(x), ptr<void>(y), ptr<void>(out), layout,
                            ptr<const double>(alpha), ptr<const double>(beta)),
         accord::cuda::axpby(to_dtype(dtype), ptr<void>(x), ptr<void>(y), ptr<void>(out), layout,

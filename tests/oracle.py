@@ -13,6 +13,7 @@ their code paths, and are meant to be reused by the collective / optimizer tests
     solve_spd(gram, rhs, ridge)            -> [L, k], pinv(G + ridge I) @ r
     weighted_sum(vectors, weights, offsets)
     axpby(x, y, alpha, beta, offsets=None)
+    pull(x, target, strength, offsets=None)
 
 plus error bounds (``*_bound``) that the tests turn into element-wise tolerances.
 """
@@ -210,6 +211,12 @@ def axpby(x, y, alpha, beta, offsets=None) -> np.ndarray:
     be = _expand(np.broadcast_to(f64(beta), (L,)), offsets, x.shape[0])
     with np.errstate(invalid="ignore", over="ignore"):
         return al * x + be * y
+
+
+def pull(x, target, strength, offsets=None) -> np.ndarray:
+    """pull_: x - strength (x - target) = (1 - strength) x + strength target."""
+    s = f64(strength)
+    return axpby(x, target, 1.0 - s, s, offsets)
 
 
 def axpby_bound(x, y, alpha, beta, unit, offsets=None) -> np.ndarray:

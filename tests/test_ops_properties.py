@@ -4,6 +4,7 @@ segments, odd lengths, hundreds of segments), extreme magnitudes (1e30 / 1e-300 
 properties of the Adasum pair rule. Example counts are kept small (the matrix multiplies them)."""
 from __future__ import annotations
 
+import os
 import platform
 
 import numpy as np
@@ -15,7 +16,16 @@ import oracle
 from accord import ops
 from oracle import Case, assert_matches, case_params, f64
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# ACCORD_HYPOTHESIS_SCALE=10 multiplies every example count (a deeper, slower run)
+_SCALE = float(os.environ.get("ACCORD_HYPOTHESIS_SCALE", "1"))
+
+
+def _n(count):
+    return max(1, int(count * _SCALE))
+
+
+SETTINGS = settings(max_examples=_n(40), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 CASES = case_params()
 
 # magnitudes per dtype: ordinary, large, tiny (float64 1e-300: squared norms underflow to 0,
@@ -98,7 +108,7 @@ def test_dots_and_combine_match_oracle(case, data, weights):
 
 
 @pytest.mark.parametrize("case", CASES)
-@settings(SETTINGS, max_examples=15)
+@settings(SETTINGS, max_examples=_n(15))
 @given(data=st.data())
 def test_many_segments(case, data):
     a, b, off, _ = data.draw(pair_data(case, min_segments=100, max_segments=400, max_len=6))
@@ -135,7 +145,7 @@ def test_weighted_sum_and_axpby_match_oracle(case, data, k):
 
 
 @pytest.mark.parametrize("case", CASES)
-@settings(SETTINGS, max_examples=25)
+@settings(SETTINGS, max_examples=_n(25))
 @given(data=st.data(), k=st.integers(1, 5), ridge=st.sampled_from([0.0, 0.5]))
 def test_gram_and_solve(case, data, k, ridge):
     a, b, off, _ = data.draw(pair_data(case, max_segments=6))

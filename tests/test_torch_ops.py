@@ -12,9 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import accord  # noqa: E402
+import accord._torch_ops  # noqa: E402,F401  (registers torch.ops.accord.*)
 from accord import ops  # noqa: E402
-from oracle import case_params, Case  # noqa: E402
+from oracle import Case, case_params  # noqa: E402
 
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda)]
 DTYPES = [torch.float32, torch.float64]
@@ -56,7 +56,6 @@ def _op_samples(dtype, device):
 
 
 def test_every_op_is_covered():
-    import accord._torch_ops  # noqa: F401  (registration)
     ops_registered = {n for n in dir(torch.ops.accord)
                       if isinstance(getattr(torch.ops.accord, n), torch._ops.OpOverloadPacket)}
     sampled = {name.split("-")[0] for name, _, _ in _op_samples(torch.float32, "cpu")}

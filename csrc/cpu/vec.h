@@ -3,28 +3,31 @@
 //
 // Written with GCC/clang vector extensions: arithmetic on these types is element-wise, never
 // reassociated, so a kernel built from them computes the same bits whatever instruction set the
-// compiler picks (SSE2, AVX2, NEON...) and whichever ACCORD_CLONES variant runs. The 16-bit
-// conversions reproduce dtype.h's scalar ones bit for bit (including NaN payloads, subnormals and
-// overflow) with branch-free integer/float lane operations, so they vectorise.
+// compiler picks (SSE2, NEON...). The 16-bit conversions reproduce dtype.h's scalar ones bit for
+// bit (NaN payloads, subnormals, overflow; checked for every 16-bit pattern and every float)
+// with branch-free integer/float lane operations, so they vectorise.
 //
-// ACCORD_CLONES_* compile a function for several x86-64 levels and pick one at load time (GCC
-// function multiversioning through ifunc); elsewhere they expand to nothing. The baseline build
-// stays portable x86-64 (no -march): the AVX2 variants are only entered on CPUs that have AVX2.
-//   ACCORD_CLONES_FMA   may contract a*b+c into FMA: only for code where that cannot change a
-//                       result (float64 products of float32/16-bit values are exact).
-//   ACCORD_CLONES       AVX2 without FMA: bit-identical to the baseline variant for any code.
+// On x86-64 (GCC/clang) the kernels also carry AVX2 variants (ACCORD_TARGET_AVX2*, intrinsics
+// below) chosen at run time with has_avx2(); the build itself stays baseline x86-64 (no -march),
+// so the module loads on any x86-64 CPU. The AVX2 variants produce the same bits as the portable
+// code (see each kernel for why), with one exception no C++ code controls: when both operands
+// of an x86 operation are NaN the first one's payload wins, and the compiler picks the operand
+// order of commutative operations. A NaN stays a NaN everywhere; only its payload may differ.
 #include <cstdint>
 #include <cstring>
 
 #include "accord/dtype.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) && \
-    defined(__ELF__) && !defined(ACCORD_NO_CLONES)
-#define ACCORD_CLONES_FMA __attribute__((target_clones("arch=x86-64-v3", "default")))
-#define ACCORD_CLONES __attribute__((target_clones("avx2", "default")))
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && \
+    !defined(ACCORD_NO_X86_DISPATCH)
+#define ACCORD_X86_DISPATCH 1
+#include <immintrin.h>
+// FMA only where contraction cannot change a result (exact float64 products of float32/16-bit
+// values); the elementwise kernels use the variant without it.
+#define ACCORD_TARGET_AVX2_FMA __attribute__((target("avx2,fma,f16c")))
+#define ACCORD_TARGET_AVX2 __attribute__((target("avx2,f16c")))
 #else
-#define ACCORD_CLONES_FMA
-#define ACCORD_CLONES
+#define ACCORD_X86_DISPATCH 0
 #endif
 
 #if defined(__GNUC__)
@@ -33,9 +36,9 @@
 #define ACCORD_ALWAYS_INLINE inline
 #endif
 
-// The helpers are always inlined, so the "vector argument changes the ABI" note is moot.
+// The helpers are always inlined, so GCC's "vector argument changes the ABI" note is moot; it
+// stays off for the kernel files that include this (private) header.
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
@@ -122,18 +125,41 @@ ACCORD_ALWAYS_INLINE void store8(half_t* p, f32x8 v) {
   storeu(p, __builtin_convertvector(sign | mag, u16x8));
 }
 
-// ---- 8 elements widened to float64 (reductions) ----------------------------------------------
-ACCORD_ALWAYS_INLINE f64x8 load8_f64(const double* p) { return loadu<f64x8>(p); }
-template <typename T>
-ACCORD_ALWAYS_INLINE f64x8 load8_f64(const T* p) {
-  return __builtin_convertvector(load8(p), f64x8);
-}
-
+// ---- float64 (its own opmath) ---------------------------------------------------------------
 ACCORD_ALWAYS_INLINE f64x8 load8(const double* p) { return loadu<f64x8>(p); }
 ACCORD_ALWAYS_INLINE void store8(double* p, f64x8 v) { storeu(p, v); }
 
-}  // namespace accord::cpu::vec
+#if ACCORD_X86_DISPATCH
+// AVX2 + FMA + F16C present (checked once, at first use)?
+inline bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c");
+  return yes;
+}
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
+// 8 elements as float, as dtype.h converts them, except that F16C returns signalling-NaN halves
+// quieted (half_to_float keeps them signalling). Arithmetic and float64 widening quiet them
+// anyway; only which payload a NaN result carries can differ (see the top of this file). Clearing
+// the quiet bit again would cost ~50% of segment_dots' float16 throughput. bf16 is a shift.
+#define ACCORD_AVX2_INLINE ACCORD_TARGET_AVX2 ACCORD_ALWAYS_INLINE
+ACCORD_AVX2_INLINE __m256 avx2_load8(const float* p) { return _mm256_loadu_ps(p); }
+ACCORD_AVX2_INLINE __m256 avx2_load8(const half_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+ACCORD_AVX2_INLINE __m256 avx2_load8(const bfloat16_t* p) {
+  const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
+// F16C rounds to nearest even exactly like float_to_half (checked for all 2^32 floats)
+ACCORD_AVX2_INLINE void avx2_store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+ACCORD_AVX2_INLINE void avx2_store8(half_t* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                   _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+ACCORD_AVX2_INLINE void avx2_store8(bfloat16_t* p, __m256 v) {
+  store8(p, bitcast<f32x8>(v));  // the portable lane code, compiled here with AVX2
+}
+#undef ACCORD_AVX2_INLINE
 #endif
+
+}  // namespace accord::cpu::vec

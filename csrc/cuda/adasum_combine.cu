@@ -1,5 +1,7 @@
 // Adasum pair rule per segment: the dots (segment_dots.cu, unless given), then one elementwise
 // pass, one block per tile, whose coefficients come from pair_math.h once per tile.
+#include <type_traits>
+
 #include "accord/kernels.h"
 #include "accord/pair_math.h"
 #include "common.cuh"
@@ -13,20 +15,28 @@ __global__ void __launch_bounds__(kBlock)
     combine_tiles_kernel(const T* a, const T* b, T* out, Layout layout,
                          const double* __restrict__ dots, double wa, double wb) {
   using M = typename Elem<T>::opmath;
-  __shared__ M coeffs[2];
+  __shared__ double coeffs[2];
   for (int64_t t = blockIdx.x; t < layout.num_tiles; t += gridDim.x) {
     const TileRange r = tile_range(layout, t);
     if (threadIdx.x == 0) {
       const double* d = dots + r.segment * 3;
       const PairCoeffs c = adasum_coeffs(d[0], d[1], d[2], wa, wb);
-      coeffs[0] = M(c.a);
-      coeffs[1] = M(c.b);
+      coeffs[0] = c.a;
+      coeffs[1] = c.b;
     }
     __syncthreads();
-    const M ca = coeffs[0], cb = coeffs[1];
-    map2(a, b, out, r.begin, r.end, [ca, cb](T x, T y) {
-      return Elem<T>::store(add_rn(mul_rn(ca, Elem<T>::load(x)), mul_rn(cb, Elem<T>::load(y))));
-    });
+    if (!std::is_same<M, double>::value && needs_float64_combine(PairCoeffs{coeffs[0], coeffs[1]})) {
+      const double ca = coeffs[0], cb = coeffs[1];  // rare: see pair_math.h
+      map2(a, b, out, r.begin, r.end, [ca, cb](T x, T y) {
+        return Elem<T>::store(M(add_rn(mul_rn(ca, double(Elem<T>::load(x))),
+                                       mul_rn(cb, double(Elem<T>::load(y))))));
+      });
+    } else {
+      const M ca = M(coeffs[0]), cb = M(coeffs[1]);
+      map2(a, b, out, r.begin, r.end, [ca, cb](T x, T y) {
+        return Elem<T>::store(add_rn(mul_rn(ca, Elem<T>::load(x)), mul_rn(cb, Elem<T>::load(y))));
+      });
+    }
     __syncthreads();  // coeffs is rewritten for the next tile
   }
 }

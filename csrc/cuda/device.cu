@@ -14,4 +14,22 @@ int device_count() {
   return count;
 }
 
+DeviceOf::DeviceOf(const void* ptr) {
+  cudaPointerAttributes attr;
+  if (ptr == nullptr || cudaPointerGetAttributes(&attr, ptr) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  int current = 0;
+  if (attr.type == cudaMemoryTypeDevice && cudaGetDevice(&current) == cudaSuccess &&
+      current != attr.device) {
+    previous_ = current;
+    cudaSetDevice(attr.device);
+  }
+}
+
+DeviceOf::~DeviceOf() {
+  if (previous_ >= 0) cudaSetDevice(previous_);
+}
+
 }  // namespace accord::cuda

@@ -16,6 +16,7 @@ from .topology import (communicator, init, is_initialized, local_rank, local_siz
                        shutdown, size)
 from .averaging import AdaptivePeriodicAverager, PeriodicAverager
 from .leader import LeaderSGD
+from .consensus import ConsensusAggregator
 
 __version__ = _build_info()["version"]
 

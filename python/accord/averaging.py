@@ -196,9 +196,6 @@ class PeriodicAverager:
 
     # -- the sync ------------------------------------------------------------------------
 
-    def _measure(self) -> bool:
-        return self.track_variance
-
     def _tensors(self, params):
         tensors = _tensor_list(params)
         n_params = len(tensors)
@@ -227,7 +224,7 @@ class PeriodicAverager:
         tensors, n_params = self._tensors(params)
         check_consistency(self.comm, "PeriodicAverager", tensors)
         fused = _Fused(tensors)
-        measure = self._measure()
+        measure = self.track_variance
         # Where the appended scalar goes: the float64 group (exact), else a float32 group as an
         # exact hi/lo pair, else (half-precision-only models) a separate small allreduce.
         slot_group, slots = None, 0

@@ -51,6 +51,13 @@ Communication: the volume of ONE bandwidth-optimal allreduce (2 n (N-1)/N elemen
 3. every rank derives the same weights (host float64, a few flops per unit);
 4. one ``weighted_sum`` kernel call forms slice k of G; ``comm.allgather`` reassembles G.
 
+Host buffers whose slice is at least ``_P2P_MIN_BYTES`` (64 KiB) do steps 1 and 4 with
+``comm.sendrecv``: a pairwise exchange (no padding copy) and a ring allgather straight into the
+caller's buffer (no self copy); the volume is the same. With N = 2 on the CPU, step 2 uses the
+pair-dots kernel (``segment_dots``: a.b, a.a, b.b is the whole 2x2 Gram matrix) and step 4 the
+``axpby`` kernel, the same arithmetic in faster single-pass kernels that take one pointer per
+row, so the own slice is read from (and the result written to) the caller's buffer in place.
+
 Every element of G is computed by exactly one rank, so all ranks get identical bits. A
 consistency check (one 16-byte allreduce, ``accord.set_consistency_check``) runs first so that
 mismatched shapes, dtypes, layouts or settings raise ``ValueError`` on every rank instead of
@@ -74,7 +81,6 @@ import numpy as np
 
 from . import _C, topology
 from ._kernels import CPU, CUDA, Flat, Plan, host_offsets, is_tensor
-from .collectives import check_consistency
 
 __all__ = ["ConsensusAggregator"]
 
@@ -89,6 +95,12 @@ _STATE_VERSION = 1
 # slice buffer: no padding copies, no allgather self copy. Smaller ones (fewer latency steps)
 # and device buffers (NCCL collectives) use comm.alltoall / comm.allgather.
 _P2P_MIN_BYTES = 64 * 1024
+
+
+def check_consistency(comm, what, tensors) -> None:
+    # imported on use: accord.collectives may import this module (op=accord.Consensus)
+    from .collectives import check_consistency as check
+    check(comm, what, tensors)
 
 
 def _addr(x) -> int:
@@ -430,11 +442,16 @@ class ConsensusAggregator:
 
         # 1. slice k of every worker's gradient lands on rank k
         B = lay.block
+        L = lay.lens[rank]
+        # N = 2 on the CPU: the pair kernels take one pointer per row, so a full-length own
+        # slice is read (and overwritten by the result) in place, without the own-row copy
+        pair = N == 2 and flat.device == CPU
+        own_in_place = pair and lay.p2p and L == B
         if N == 1:
             vec = flat.ptr
-        elif lay.p2p:  # pairwise exchange, no padding copy; own slice copied in
-            L = lay.lens[rank]
-            _copy(scr.recv[rank * B:rank * B + L], flat_view[rank * B:rank * B + L])
+        elif lay.p2p:  # pairwise exchange, no padding copy; own slice copied in (N > 2)
+            if not own_in_place:
+                _copy(scr.recv[rank * B:rank * B + L], flat_view[rank * B:rank * B + L])
             for s in range(1, N):
                 dest, src = (rank + s) % N, (rank - s) % N
                 comm.sendrecv(flat_view[dest * B:dest * B + lay.lens[dest]], dest,
@@ -449,10 +466,12 @@ class ConsensusAggregator:
             vec = scr.recv_ptr
 
         # 2. partial Gram entries of the slice, one small allreduce
-        pair = N == 2 and flat.device == CPU
         if pair:  # two rows: the fused pair-dots kernel gives (a.b, a.a, b.b) in one pass
+            rows = [vec, vec + B * flat.itemsize]
+            if own_in_place:
+                rows[rank] = flat.at(rank * B)
             dots = scr.gram[:3 * U]
-            _C.segment_dots(flat.code, CPU, vec, vec + B * flat.itemsize, lay.sum_plan.layout,
+            _C.segment_dots(flat.code, CPU, rows[0], rows[1], lay.sum_plan.layout,
                             dots.ctypes.data, 0, 0)
             d = dots.reshape(U, 3)
             K = np.empty((U, 2, 2))
@@ -507,14 +526,13 @@ class ConsensusAggregator:
             coef_buf = torch.as_tensor(coef, device=flat.obj.device)
         else:
             coef_buf = np.ascontiguousarray(coef)
-        L = lay.lens[rank]
         direct = N == 1 or (lay.p2p and L == B)  # N = 1: in place is safe (one vector)
         out = flat.at(rank * B) if direct else scr.out_ptr
         if pair:  # out = c0 row0 + c1 row1 per unit: the elementwise axpby kernel
             c0 = np.ascontiguousarray(coef[:, 0])
             c1 = np.ascontiguousarray(coef[:, 1])
-            _C.axpby(flat.code, CPU, vec, vec + B * flat.itemsize, out, lay.sum_plan.layout,
-                     c0.ctypes.data, c1.ctypes.data, 0)
+            _C.axpby(flat.code, CPU, rows[0], rows[1], out, lay.sum_plan.layout,
+                     c0.ctypes.data, c1.ctypes.data, 0)  # elementwise: out may be a row
         else:
             _C.weighted_sum(flat.code, flat.device, vec, N, _addr(coef_buf), lay.sum_plan.layout,
                             out, flat.stream)

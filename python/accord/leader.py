@@ -12,7 +12,7 @@ post-step parameters, with the leaders' post-step parameters::
     for batch in data:
         loss = criterion(model(x), y); loss.backward(); optimizer.step()
         lsgd.step(loss.item())
-    params = lsgd.evaluation_parameters("leader")   # what to evaluate; collective
+    params = lsgd.evaluation_parameters("average")  # or "leader": explicit; collective
 
 A round costs one gather of N (or group size) float64 scores and one broadcast per dtype group
 of the leader's parameters (half an allreduce); nothing else moves. See
@@ -219,9 +219,10 @@ class LeaderSGD:
 
     # -- evaluation ---------------------------------------------------------------------
 
-    def evaluation_parameters(self, kind: str = "leader", *, common_loss=None) -> list:
+    def evaluation_parameters(self, kind: str, *, common_loss=None) -> list:
         """New tensors (in ``params`` order, identical on every rank) holding the model to
-        evaluate. Collective; workers' own parameters are not changed.
+        evaluate. Collective; workers' own parameters are not changed. The choice is explicit
+        (docs/leader_and_averaging.md has measurements of both):
 
         ``"leader"``: the global leader's parameters, chosen now by the current score (windowed
         loss, or common loss); ``"average"``: the mean of all workers' parameters."""

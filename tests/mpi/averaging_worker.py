@@ -292,6 +292,10 @@ def train_digits(comm, method, *, steps=300, batch=16, lr=0.05, period=8, seed=0
     if method == "lsgd":
         kw = dict(group_size=2 if comm.size >= 2 else None, period=4, global_period=16)
         kw.update(lsgd_kwargs or {})
+        if "common_batch" in kw:  # select the leader by the loss on a batch shared by all ranks
+            xc, yc = kw.pop("common_batch")
+            kw.update(select_by="common", common_loss=lambda: float(
+                torch.nn.functional.cross_entropy(model(xc), yc).detach()))
         sync = accord.LeaderSGD(model.parameters(), comm=comm, **kw)
     elif averager is not None:
         sync = averager
@@ -322,8 +326,10 @@ def train_digits(comm, method, *, steps=300, batch=16, lr=0.05, period=8, seed=0
     result["train_loss"], result["train_acc"] = evaluate(model, final, train)
     result["test_loss"], result["test_acc"] = evaluate(model, final, test)
     if check_threshold:
-        check(result["test_acc"] >= THRESHOLD,
-              f"{method}: test accuracy {result['test_acc']:.3f} < {THRESHOLD}")
+        for key in ("test_acc", "test_acc_average"):
+            if key in result:
+                check(result[key] >= THRESHOLD,
+                      f"{method}: {key} {result[key]:.3f} < {THRESHOLD}")
     return result
 
 

@@ -27,8 +27,8 @@ if "--no-torch" not in sys.argv:  # (importing torch on 5 oversubscribed ranks c
     except ImportError:  # numpy-only environments: the torch cases are skipped
         pass
 
-# Relative to the largest sum_i |c_i g_i| (the oracle's `terms`): float64 differs from the oracle by summation order
-# only; the others by the rounding of the inputs (the oracle sees the stored values) and of the
+# Relative to the largest sum_i |c_i g_i| (the oracle's `terms`): float64 differs from the
+# oracle by summation order only; the others by the rounding of the inputs (the oracle sees the stored values) and of the
 # weighted sum (float32 opmath, N terms) and the final store.
 TOL = {"float64": 1e-10, "float32": 2e-5, "float16": 3e-3, "bfloat16": 2e-2,
        "torch_float32": 2e-5}
@@ -314,7 +314,7 @@ def check_inverse_permutation(comm):
 
 
 def check_degenerate(comm):
-    N, rank = comm.size, comm.rank
+    N = comm.size
     n = sum(SIZES)
     for cfg in configs():
         # all-zero gradients at the first step: uniform weights, zero result, no NaN

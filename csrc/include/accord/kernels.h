@@ -64,6 +64,19 @@ void weighted_sum(DType dtype, const void* vectors, int64_t k, const double* wei
 void axpby(DType dtype, const void* x, const void* y, void* out, const Layout& layout,
            const double* alpha, const double* beta, void* stream);
 int device_count();  // 0 when no driver or no GPU, never throws
+
+// Makes the device that owns `ptr` current for the guard's lifetime (kernels launch on the
+// current device; a tensor on cuda:1 must not be processed with cuda:0 current).
+class DeviceOf {
+ public:
+  explicit DeviceOf(const void* ptr);
+  ~DeviceOf();
+  DeviceOf(const DeviceOf&) = delete;
+  DeviceOf& operator=(const DeviceOf&) = delete;
+
+ private:
+  int previous_ = -1;
+};
 }  // namespace cuda
 #endif
 

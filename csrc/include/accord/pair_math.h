@@ -1,6 +1,7 @@
 #pragma once
 // Scalar math of the Adasum pair rule, shared by the CPU and CUDA backends.
 #include <cfloat>
+#include <cmath>
 
 #include "accord/macros.h"
 
@@ -25,6 +26,17 @@ ACCORD_HD PairCoeffs adasum_coeffs(double dot, double aa, double bb, double wa, 
   c.a = aa < kZeroNormSq ? 1.0 : 1.0 - wa * (dot / aa);
   c.b = bb < kZeroNormSq ? 1.0 : 1.0 - wb * (dot / bb);
   return c;
+}
+
+// A coefficient only grows this large next to a vector much smaller than its partner
+// (ca ~ |b| / |a|); the products ca * a_i stay of the data's order, but ca itself may not fit in a
+// float. Segments with such coefficients are combined in float64 by both backends instead of in
+// float opmath, so a finite input never turns into inf/NaN. (A NaN coefficient also takes this
+// path; it stays NaN.)
+constexpr double kFloatSafeCoeff = 1e30;
+
+ACCORD_HD bool needs_float64_combine(const PairCoeffs& c) {
+  return !(fabs(c.a) <= kFloatSafeCoeff && fabs(c.b) <= kFloatSafeCoeff);
 }
 
 }  // namespace accord

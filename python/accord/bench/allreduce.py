@@ -24,8 +24,9 @@ drifts hit them alike and their ratios are meaningful. algbw = size / time; busb
 2(N-1)/N (nccl-tests' allreduce bus bandwidth). #wrong: elements, summed over ranks, of one
 separate untimed call that differ from a float64 numpy oracle built from every rank's seeded
 input by more than a dtype tolerance times the largest expected magnitude (sum / mean; the
-Adasum tree for adasum); ``-`` above ``--check-max-bytes`` (default 16 MiB) and for consensus
-(no oracle).
+Adasum tree for adasum); for consensus (stateful, no float oracle) the elements that are
+non-finite or differ bitwise from rank 0's result (every rank must get identical bits); ``-``
+above ``--check-max-bytes`` (default 16 MiB).
 
 Summary lines check the issue's targets (float32): Adasum at 64 MiB takes at most 0.7x the time
 of the raw MPI allreduce(SUM) of the same run, and Adasum at 4 KiB on 2 ranks takes under 100 us.
@@ -239,6 +240,15 @@ class Setup:
     def clone(self, src):
         return src.clone() if self.use_torch else src.copy()
 
+    def bits(self, x) -> np.ndarray:
+        """The raw bits of ``x`` as a flat unsigned-integer numpy array."""
+        if self.use_torch:
+            x = x.detach().reshape(-1)
+            x = x.view(self.torch.int16) if x.element_size() == 2 else x
+            x = x.numpy()
+        a = np.ascontiguousarray(x).reshape(-1)
+        return a.view(f"u{a.itemsize}")
+
     def as64(self, x) -> np.ndarray:
         if self.use_torch:
             return x.detach().to(self.torch.float64).numpy()
@@ -310,6 +320,15 @@ def count_wrong(got64: np.ndarray, exp: np.ndarray, dtype: str) -> int:
     return int(ok.size - np.count_nonzero(ok))
 
 
+def count_not_identical(setup: Setup, result) -> int:
+    """Elements of ``result`` that are non-finite or differ bitwise from rank 0's."""
+    mine = setup.bits(result)
+    root = mine.copy()
+    setup.comm.broadcast_(root, 0)
+    bad = (mine != root) | ~np.isfinite(setup.as64(result))
+    return int(np.count_nonzero(bad))
+
+
 def run_size(setup: Setup, impls, nbytes: int, args):
     count = max(nbytes // setup.itemsize, 1)
     nbytes = count * setup.itemsize
@@ -327,6 +346,8 @@ def run_size(setup: Setup, impls, nbytes: int, args):
         result = impl.run(work)
         if impl.redop in oracle:
             wrong[k] = count_wrong(setup.as64(result), oracle[impl.redop], setup.dtype)
+        elif impl.redop == "consensus" and checked:
+            wrong[k] = count_not_identical(setup, result)
     del oracle
     # -1 (unchecked) stays negative after the sum because every rank agrees on what is checked
     wrong = comm.allreduce_small(wrong, "sum")
@@ -404,7 +425,8 @@ def metadata(setup: Setup, args, impls) -> dict:
                 "before each iteration; implementations interleaved",
         "busbw": "algbw * 2(N-1)/N",
         "#wrong": f"elements (summed over ranks) off the float64 oracle by > tol * max|expected| "
-                  f"(tol {TOL[setup.dtype]:g}); checked up to {human_bytes(args.check_max_bytes)}",
+                  f"(tol {TOL[setup.dtype]:g}); consensus: non-finite or not bitwise equal to "
+                  f"rank 0's; checked up to {human_bytes(args.check_max_bytes)}",
     }
     if "torch" in sys.modules:
         meta["python"] += f" torch {sys.modules['torch'].__version__}"
