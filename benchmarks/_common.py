@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Callable, Sequence
 
-from accord.bench.table import (Column, Table, human_bytes, load_average, note,  # noqa: F401
+from accord.bench.table import (Column, Table, cpu_name, human_bytes, load_average, note,  # noqa: F401
                                 print_metadata, write_json)
 
 # ---------------------------------------------------------------------------------------------
@@ -38,7 +38,7 @@ def collect_metadata(**extra) -> dict:
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "platform": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "argv": " ".join(sys.argv),
@@ -64,16 +64,6 @@ def collect_metadata(**extra) -> dict:
     meta.update(extra)
     return meta
 
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ---------------------------------------------------------------------------------------------

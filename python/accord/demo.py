@@ -128,7 +128,7 @@ def main(argv=None):
         print(f"{s:>6} " + " ".join(f"{runs[name][0][i][1]:>11.3f}" for name in runs))
     ratios = runs["adasum"][1]
     if ratios:
-        print(f"# |Adasum(g)|/|mean(g)| at the report steps: "
+        print("# |Adasum(g)|/|mean(g)| at the report steps: "
               + " ".join(f"{r:.2f}" for r in ratios) + f"   (sqrt(N)={N ** 0.5:.2f}, N={N})")
     print(f"# allreduce of {args.bench_mib} MiB float32 on this machine: raw MPI sum "
           f"{raw * 1e3:.1f} ms, accord Adasum {ada * 1e3:.1f} ms ({ada / raw:.2f}x)")

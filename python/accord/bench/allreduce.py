@@ -46,7 +46,7 @@ import traceback
 
 import numpy as np
 
-from .table import (Column, Table, human_bytes, load_average, note, parse_bytes,
+from .table import (Column, Table, cpu_name, human_bytes, load_average, note, parse_bytes,
                     print_metadata, write_json)
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -405,7 +405,7 @@ def metadata(setup: Setup, args, impls) -> dict:
         "benchmark": "accord.bench allreduce",
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "host": socket.gethostname(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "load_average": load_average(),
         "ranks": setup.N,
@@ -432,16 +432,6 @@ def metadata(setup: Setup, args, impls) -> dict:
         meta["python"] += f" torch {sys.modules['torch'].__version__}"
     return meta
 
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def targets(rows, setup: Setup):
