@@ -162,4 +162,13 @@ ACCORD_AVX2_INLINE void avx2_store8(bfloat16_t* p, __m256 v) {
 #undef ACCORD_AVX2_INLINE
 #endif
 
+// Whether the kernels may take their AVX2 paths (false where dispatch is not compiled in).
+inline bool use_avx2() {
+#if ACCORD_X86_DISPATCH
+  return has_avx2();
+#else
+  return false;
+#endif
+}
+
 }  // namespace accord::cpu::vec
