@@ -152,3 +152,14 @@ def check_close(actual, expected, rtol: float = 1e-6, atol: float = 0.0, msg: st
 
 def _short(a: np.ndarray) -> str:
     return f"shape={a.shape} dtype={a.dtype} {np.array2string(a.ravel()[:16], precision=6)}"
+
+
+def check_identical_across_ranks(comm, arrays, what: str = "result") -> None:
+    """Bitwise identity across ranks: gather every rank's bytes and compare with rank 0's."""
+    flat = np.ascontiguousarray(np.concatenate([np.ravel(to_numpy(t)) for t in arrays]))
+    raw = flat.view(np.uint8)
+    every = np.empty(comm.size * raw.size, np.uint8)
+    comm.allgather(raw, every)
+    for r in range(comm.size):
+        check(np.array_equal(every[r * raw.size:(r + 1) * raw.size], every[:raw.size]),
+              f"{what}: rank {r} result differs bitwise from rank 0")

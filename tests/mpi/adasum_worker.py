@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _worker import backend, check, check_close, setup, worker_main
+from _worker import (backend, check, check_close, check_identical_across_ranks, setup,
+                     worker_main)
 from tree_oracle import adasum_tree
 
 import accord
@@ -36,17 +37,6 @@ def inputs_for(seed, sizes, N, kind="random"):
 
 def split(v, sizes):
     return np.split(v, np.cumsum(sizes)[:-1])
-
-
-def all_ranks_identical(comm, result):
-    """Bitwise identity across ranks: gather every rank's bytes and compare with rank 0's."""
-    flat = np.ascontiguousarray(np.concatenate([np.ravel(accord_np(t)) for t in result]))
-    raw = flat.view(np.uint8)
-    every = np.empty(comm.size * raw.size, np.uint8)
-    comm.allgather(raw, every)
-    for r in range(comm.size):
-        check(np.array_equal(every[r * raw.size:(r + 1) * raw.size], every[:raw.size]),
-              f"rank {r} result differs bitwise from rank 0")
 
 
 def accord_np(t):
@@ -93,7 +83,7 @@ def check_adasum(comm, sizes, kind, dtype, seed, grouped=True):
     check(np.all(np.abs(got - expected) <= tol * scale + 1e-300),
           f"adasum {kind} {dtype} sizes={sizes[:6]}: max err {np.abs(got - expected).max():.3g}"
           f" vs scale {scale:.3g}")
-    all_ranks_identical(comm, result)
+    check_identical_across_ranks(comm, result)
     return expected, got
 
 
@@ -160,7 +150,7 @@ def main():
         result = accord.grouped_allreduce(split(every[rank], sizes), op=accord.Adasum, comm=fake,
                                           hierarchical=True)
         check_close(np.concatenate(result), expected, rtol=1e-9, atol=1e-12, msg="hierarchical")
-        all_ranks_identical(fake, result)
+        check_identical_across_ranks(fake, result)
 
     # bad input: mismatched shapes fail loudly on every rank, never hang
     if N > 1:

@@ -13,7 +13,8 @@ import pickle
 import sys
 
 import numpy as np
-from _worker import backend, check, check_close, check_equal, setup, worker_main
+from _worker import (backend, check, check_close, check_equal, check_identical_across_ranks,
+                     setup, worker_main)
 from consensus_oracle import ConsensusOracle, NonFinite
 
 import accord
@@ -91,16 +92,6 @@ def offsets_of(sizes):
     return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
-def all_ranks_identical(comm, arrays, what):
-    flat = np.ascontiguousarray(np.concatenate([np.ravel(as_np(t)) for t in arrays]))
-    raw = flat.view(np.uint8)
-    every = np.empty(comm.size * raw.size, np.uint8)
-    comm.allgather(raw, every)
-    for r in range(comm.size):
-        check(np.array_equal(every[r * raw.size:(r + 1) * raw.size], every[:raw.size]),
-              f"{what}: rank {r} result differs bitwise from rank 0")
-
-
 def step(comm, agg, oracle, every, sizes, dtype="float64", flat=False, key=None, what="",
          ties=False):
     """One aggregation step on every rank; check the result and the weights against the
@@ -135,7 +126,7 @@ def step(comm, agg, oracle, every, sizes, dtype="float64", flat=False, key=None,
         if ties:
             got_w, want_w = np.sort(got_w, axis=1), np.sort(want_w, axis=1)
         check_close(got_w, want_w, rtol=1e-7, atol=1e-10, msg=f"{what} {dtype} weights")
-    all_ranks_identical(comm, result, what)
+    check_identical_across_ranks(comm, result, what)
     return got, expected
 
 

@@ -53,15 +53,19 @@ class Communicator(abc.ABC):
     #: ``"nccl"``, ...).
     backend: str = ""
 
-    @property
-    @abc.abstractmethod
-    def rank(self) -> int:
-        """This process's rank in the communicator, ``0 <= rank < size``."""
+    # Implementations set ``_rank`` and ``_size`` at construction (a communicator's group is fixed).
+    _rank: int
+    _size: int
 
     @property
-    @abc.abstractmethod
+    def rank(self) -> int:
+        """This process's rank in the communicator, ``0 <= rank < size``."""
+        return self._rank
+
+    @property
     def size(self) -> int:
         """Number of ranks in the communicator."""
+        return self._size
 
     # -- point to point ------------------------------------------------------------------
 

@@ -103,14 +103,6 @@ class MPICommunicator(Communicator):
         self._local = None
 
     @property
-    def rank(self) -> int:
-        return self._rank
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
     def mpi_comm(self):
         """The underlying mpi4py communicator."""
         return self._comm

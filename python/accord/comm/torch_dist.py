@@ -114,14 +114,6 @@ class TorchCommunicator(Communicator):
         self._local = None
 
     @property
-    def rank(self) -> int:
-        return self._rank
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
     def group(self):
         """The underlying process group (``None`` for the default group)."""
         return self._group
