@@ -14,8 +14,8 @@ Rows per size (nccl-tests style; every rank holds one contiguous 1-D buffer of `
     accord-sum          accord.allreduce_(buf, op=accord.Sum)
     accord-avg          accord.allreduce_(buf, op=accord.Average)
     accord-adasum       accord.allreduce_(buf, op=accord.Adasum)
-    accord-consensus    accord.consensus.ConsensusAggregator().aggregate([buf]), only when that
-                        module is importable
+    accord-consensus    accord.consensus.ConsensusAggregator().aggregate_flat_(buf, [0, n]), in
+                        place like the others
 
 Columns: time is the max over ranks of each rank's median over ``--iters`` timed iterations
 (``--warmup`` untimed ones first); before every iteration the input is restored (untimed) and
@@ -294,8 +294,8 @@ def make_impls(setup: Setup, ops, notes):
         if agg is None:
             notes.append(f"no accord-consensus rows: {why}")
         else:
-            impls.append(Impl("accord-consensus", "consensus",
-                              lambda buf, agg=agg: agg.aggregate([buf])[0]))
+            impls.append(Impl("accord-consensus", "consensus", lambda buf, agg=agg: agg.aggregate_flat_(
+                buf, np.array([0, len(buf)], dtype=np.int64))))
     return impls
 
 
