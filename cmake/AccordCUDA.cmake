@@ -10,8 +10,12 @@ include(CheckLanguage)
 set(ACCORD_CUDA_ENABLED OFF)
 if(NOT ACCORD_WITH_CUDA STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER)
-    find_program(_accord_nvcc nvcc HINTS ENV CUDA_HOME ENV CUDA_PATH PATH_SUFFIXES bin
-                 PATHS /usr/local/cuda/bin)
+    if(DEFINED ENV{CUDA_HOME} OR DEFINED ENV{CUDA_PATH})  # an explicit toolkit: only that one
+      find_program(_accord_nvcc nvcc HINTS ENV CUDA_HOME ENV CUDA_PATH PATH_SUFFIXES bin
+                   NO_DEFAULT_PATH)
+    else()
+      find_program(_accord_nvcc nvcc PATHS /usr/local/cuda/bin)
+    endif()
     if(_accord_nvcc)
       set(CMAKE_CUDA_COMPILER ${_accord_nvcc})
     endif()
