@@ -87,6 +87,61 @@ def check_adasum(comm, sizes, kind, dtype, seed, grouped=True):
     return expected, got
 
 
+def check_other_collectives(comm):
+    """broadcast(_), broadcast_parameters, allgather (ragged), fusion threshold, check switch."""
+    N, rank = comm.size, comm.rank
+    root = N - 1
+    t = torch.full((3, 2), float(rank))
+    check(torch.equal(accord.broadcast(t, root, comm=comm), torch.full((3, 2), float(root))),
+          "broadcast")
+    check(torch.equal(t, torch.full((3, 2), float(rank))), "broadcast must not modify its input")
+    a = np.arange(5.0) + rank
+    accord.broadcast_(a, root, comm=comm)
+    check(np.array_equal(a, np.arange(5.0) + root), "broadcast_ numpy")
+    nc = torch.full((4, 4), float(rank)).t()[:, :2]  # non-contiguous
+    accord.broadcast_(nc, 0, comm=comm)
+    check(torch.equal(nc, torch.zeros(4, 2)), "broadcast_ non-contiguous")
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(rank + 1)
+    accord.broadcast_parameters(model.state_dict(), root_rank=root, comm=comm)
+    check(all(torch.all(p == root + 1) for p in model.parameters()), "broadcast_parameters")
+    try:
+        accord.broadcast_(a, N, comm=comm)
+    except ValueError as e:
+        check("root_rank" in str(e), f"unexpected message: {e}")
+    else:
+        check(False, "root_rank out of range did not raise")
+    # allgather with a different first dimension on every rank
+    g = accord.allgather(torch.full((rank + 1, 2), float(rank)), comm=comm)
+    want = torch.cat([torch.full((r + 1, 2), float(r)) for r in range(N)])
+    check(torch.equal(g, want), "allgather ragged (torch)")
+    g = accord.allgather(np.full(rank % 2, rank, dtype=np.int64), comm=comm)
+    check(np.array_equal(g, np.concatenate([np.full(r % 2, r) for r in range(N)])),
+          "allgather ragged (numpy, empty pieces)")
+    # a tiny fusion threshold splits a grouped call into several buffers: same results
+    rng = np.random.default_rng(9)
+    every = [[rng.standard_normal(s) for s in (10, 300, 7)] for _ in range(N)]
+    whole = accord.grouped_allreduce([x.copy() for x in every[rank]], op=accord.Adasum, comm=comm)
+    old = accord.fusion_threshold()
+    accord.set_fusion_threshold(64)
+    try:
+        pieces = accord.grouped_allreduce([x.copy() for x in every[rank]], op=accord.Adasum,
+                                          comm=comm)
+    finally:
+        accord.set_fusion_threshold(old)
+    for w, p in zip(whole, pieces):  # equal up to the order of the float64 dot sums
+        check_close(p, w, rtol=1e-12, atol=1e-14, msg="fusion threshold changed Adasum results")
+    # with the consistency check off the call still works when the arguments agree
+    accord.set_consistency_check(False)
+    try:
+        s = accord.allreduce(np.ones(3), op=accord.Sum, comm=comm)
+    finally:
+        accord.set_consistency_check(True)
+    check(np.array_equal(s, np.full(3, float(N))), "sum without consistency check")
+
+
 class FakeNodes(MPICommunicator):
     """Pretends every `per_node` consecutive ranks share a node (mpi4py-style fake topology),
     so the hierarchical path's cross-node part runs on one machine."""
@@ -151,6 +206,8 @@ def main():
                                           hierarchical=True)
         check_close(np.concatenate(result), expected, rtol=1e-9, atol=1e-12, msg="hierarchical")
         check_identical_across_ranks(fake, result)
+
+    check_other_collectives(comm)
 
     # bad input: mismatched shapes fail loudly on every rank, never hang
     if N > 1:
