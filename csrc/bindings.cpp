@@ -94,6 +94,8 @@ py::dict build_info() {
 #endif
   info["omp_max_threads"] = accord::cpu::max_threads();
   info["cpu_tile_size"] = accord::cpu::kTileSize;
+  info["cpu_isa"] = std::string(accord::cpu::current_isa());
+  info["cpu_isa_best"] = std::string(accord::cpu::best_isa());
   return info;
 }
 
@@ -109,6 +111,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("tile_size", &Layout::tile_size);
 
   m.def("build_info", &build_info);
+  m.def("set_cpu_isa", [](const std::string& name) { return accord::cpu::set_isa(name.c_str()); },
+        py::arg("name"));
   m.def("tile_size", &tile_size, py::arg("device"), py::arg("gram") = false);
   m.def("workspace_bytes", &workspace_bytes, py::arg("device"), py::arg("op"), py::arg("layout"),
         py::arg("k") = 0, py::arg("with_rhs") = false);

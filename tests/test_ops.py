@@ -445,6 +445,61 @@ def test_repeated_calls_bitwise(case, rng):
             assert same_bits(case, x, y)
 
 
+CPU_ISAS = ("portable", "avx2")
+
+
+@pytest.fixture
+def every_cpu_isa():
+    """The SIMD levels this CPU runs (build_info()['cpu_isa_best'] and below); the automatic
+    choice is restored afterwards."""
+    info = accord.build_info()
+    levels = CPU_ISAS[:CPU_ISAS.index(info["cpu_isa_best"]) + 1]
+    if len(levels) < 2:
+        pytest.skip("this CPU runs the portable kernels only")
+    yield levels
+    assert _C.set_cpu_isa(info["cpu_isa"])
+
+
+def test_bitwise_across_cpu_isas(case, every_cpu_isa, rng):
+    """The AVX2 kernels give the portable kernels' bits: tails, tile edges, many segments,
+    subnormal-to-huge values (finite: only NaN payloads may differ, see csrc/cpu/vec.h)."""
+    if case.device != "cpu":
+        pytest.skip("the SIMD level is a CPU-backend choice")
+    off = offsets_of(LAYOUTS["mixed"])
+    n = int(off[-1])
+    scale = np.exp(rng.uniform(-12, 12, n)) if case.dtype in ("float32", "float64") else 1.0
+    a, b = pair_inputs(case, n, rng, scale)
+    v = case.array(rng.standard_normal((3, n)))
+    w = case.float64(rng.standard_normal((len(off) - 1, 3)))
+    runs = []
+    for level in every_cpu_isa:
+        assert _C.set_cpu_isa(level) and accord.build_info()["cpu_isa"] == level
+        runs.append([ops.segment_dots(a, b, case.offsets(off)),
+                     ops.adasum_combine(a, b, case.offsets(off), weights=(3, 1)),
+                     *ops.gram(v, case.offsets(off), rhs=a),
+                     ops.weighted_sum(v, w, case.offsets(off))])
+    for later, level in zip(runs[1:], every_cpu_isa[1:]):
+        for name, x, y in zip(("dots", "combine", "gram", "gram rhs", "weighted_sum"), runs[0],
+                              later):
+            assert same_bits(case, x, y), f"{name}: {level} differs from portable"
+
+
+def test_cpu_isa_environment_variable(tmp_path):
+    """ACCORD_CPU_ISA=portable caps the choice; an unknown name stops the import, naming it."""
+    env = dict(os.environ, ACCORD_CPU_ISA="portable")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(accord.__file__))] + sys.path)
+    code = "import accord; print(accord.build_info()['cpu_isa'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "portable", out.stderr
+    env["ACCORD_CPU_ISA"] = "avx9000"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "ACCORD_CPU_ISA='avx9000'" in bad.stderr
+    assert not _C.set_cpu_isa("avx9000")
+
+
 _THREADS_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np

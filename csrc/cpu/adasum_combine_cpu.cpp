@@ -89,7 +89,7 @@ void adasum_combine(DType dtype, const void* a, const void* b, void* out, const 
   for (int64_t l = 0; l < layout.num_segments; ++l)
     coeffs[l] = adasum_coeffs(dots[3 * l], dots[3 * l + 1], dots[3 * l + 2], wa, wb);
 
-  const bool avx2 = vec::use_avx2();
+  const bool avx2 = vec::isa() == vec::Isa::kAvx2;
   dispatch_dtype(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* pa = static_cast<const T*>(a);

@@ -78,7 +78,7 @@ ACCORD_TARGET_AVX2 void tile_wsum_avx2(const T* v, int64_t k, int64_t n, const d
 void weighted_sum(DType dtype, const void* vectors, int64_t k, const double* weights,
                   const Layout& layout, void* out) {
   const int64_t n = layout_elements(layout);
-  const bool avx2 = vec::use_avx2();
+  const bool avx2 = vec::isa() == vec::Isa::kAvx2;
   dispatch_dtype(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* v = static_cast<const T*>(vectors);

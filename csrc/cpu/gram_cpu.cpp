@@ -159,7 +159,7 @@ void gram(DType dtype, const void* vectors, int64_t k, const void* rhs, const La
   const int64_t rows = k + (rhs ? 1 : 0);
   const int64_t n = layout_elements(layout);
   std::vector<double> partials(size_t(layout.num_tiles * width));
-  const bool avx2 = vec::use_avx2();
+  const bool avx2 = vec::isa() == vec::Isa::kAvx2;
   dispatch_dtype(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* v = static_cast<const T*>(vectors);

@@ -147,7 +147,7 @@ void dots_tile(const T* a, const T* b, int64_t n, double* p, bool avx2) {
 
 void segment_dots(DType dtype, const void* a, const void* b, const Layout& layout, double* dots) {
   std::vector<double> partials(size_t(layout.num_tiles) * 3);
-  const bool avx2 = vec::use_avx2();
+  const bool avx2 = vec::isa() == vec::Isa::kAvx2;
   dispatch_dtype(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* pa = static_cast<const T*>(a);

@@ -8,12 +8,14 @@
 // with branch-free integer/float lane operations, so they vectorise.
 //
 // On x86-64 (GCC/clang) the kernels also carry AVX2 variants (ACCORD_TARGET_AVX2*, intrinsics
-// below) chosen at run time with has_avx2(); the build itself stays baseline x86-64 (no -march),
-// so the module loads on any x86-64 CPU. The AVX2 variants produce the same bits as the portable
+// below) chosen at run time with isa(); the build itself stays baseline x86-64 (no -march), so
+// the module loads on any x86-64 CPU. The AVX2 variants produce the same bits as the portable
 // code (see each kernel for why), with one exception no C++ code controls: when both operands
 // of an x86 operation are NaN the first one's payload wins, and the compiler picks the operand
 // order of commutative operations. A NaN stays a NaN everywhere; only its payload may differ.
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "accord/dtype.h"
@@ -130,13 +132,6 @@ ACCORD_ALWAYS_INLINE f64x8 load8(const double* p) { return loadu<f64x8>(p); }
 ACCORD_ALWAYS_INLINE void store8(double* p, f64x8 v) { storeu(p, v); }
 
 #if ACCORD_X86_DISPATCH
-// AVX2 + FMA + F16C present (checked once, at first use)?
-inline bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
-  return yes;
-}
-
 // 8 elements as float, as dtype.h converts them, except that F16C returns signalling-NaN halves
 // quieted (half_to_float keeps them signalling). Arithmetic and float64 widening quiet them
 // anyway; only which payload a NaN result carries can differ (see the top of this file). Clearing
@@ -162,13 +157,47 @@ ACCORD_AVX2_INLINE void avx2_store8(bfloat16_t* p, __m256 v) {
 #undef ACCORD_AVX2_INLINE
 #endif
 
-// Whether the kernels may take their AVX2 paths (false where dispatch is not compiled in).
-inline bool use_avx2() {
+// The instruction set the kernels use. Both levels compute the same bits (see the top of this
+// file and each kernel), so the choice is about speed only; tests force each level (set_isa) and
+// compare. ACCORD_CPU_ISA=portable caps the automatic choice. (An AVX-512 level was measured and
+// left out: the streaming kernels are memory-bound with AVX2 already, see docs/kernels.md.)
+enum class Isa : int { kPortable = 0, kAvx2 = 1 };
+
+inline const char* isa_name(Isa isa) { return isa == Isa::kAvx2 ? "avx2" : "portable"; }
+
+// The best level this CPU (and build) supports.
+inline Isa supported_isa() {
 #if ACCORD_X86_DISPATCH
-  return has_avx2();
+  static const Isa best = [] {
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                      __builtin_cpu_supports("f16c");
+    return avx2 ? Isa::kAvx2 : Isa::kPortable;
+  }();
+  return best;
 #else
-  return false;
+  return Isa::kPortable;
 #endif
+}
+
+inline std::atomic<int>& isa_setting() {
+  static std::atomic<int> level{[] {
+    const Isa best = supported_isa();
+    const char* env = std::getenv("ACCORD_CPU_ISA");
+    if (env == nullptr) return int(best);
+    for (Isa cap : {Isa::kPortable, Isa::kAvx2})
+      if (std::strcmp(env, isa_name(cap)) == 0) return int(cap < best ? cap : best);
+    return int(best);  // unknown names: accord's import raises (python/accord/_kernels.py)
+  }()};
+  return level;
+}
+
+inline Isa isa() { return Isa(isa_setting().load(std::memory_order_relaxed)); }
+
+// Selects `level` if the CPU supports it; returns whether it did.
+inline bool set_isa(Isa level) {
+  if (int(level) > int(supported_isa())) return false;
+  isa_setting().store(int(level), std::memory_order_relaxed);
+  return true;
 }
 
 }  // namespace accord::cpu::vec

@@ -12,6 +12,7 @@ torch's op dispatch.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from functools import lru_cache
 
@@ -25,6 +26,11 @@ _NUMPY_CODES = {np.dtype(np.float32): FLOAT32, np.dtype(np.float64): FLOAT64,
                 np.dtype(np.float16): FLOAT16}
 _CODE_NAMES = {FLOAT32: "float32", FLOAT64: "float64", FLOAT16: "float16", BFLOAT16: "bfloat16"}
 SUPPORTED = "float32, float64, float16 or bfloat16"
+CPU_ISAS = ("portable", "avx2")  # the CPU kernels' SIMD levels (csrc/cpu/vec.h), same bits
+
+if os.environ.get("ACCORD_CPU_ISA", "portable") not in CPU_ISAS:
+    raise ValueError(f"ACCORD_CPU_ISA={os.environ['ACCORD_CPU_ISA']!r} is not one of "
+                     f"{', '.join(CPU_ISAS)}; unset it to use the best level this CPU supports")
 
 
 def is_tensor(x) -> bool:

@@ -151,11 +151,17 @@ class AdasumReducer:
             entry = self._scratch[key] = (buf, _addr(buf))
         return entry[0][:n], entry[1]
 
-    def allreduce_(self, buf, offsets: np.ndarray):
+    def allreduce_(self, buf, offsets: np.ndarray, *, compute: bool = True,
+                   exchange: bool = True):
         """Replace the 1-D contiguous ``buf`` by the Adasum of every rank's ``buf``, in place.
 
         ``offsets`` (validated host int64, L+1 values) splits it into layers; coefficients are
         per layer. Every rank must pass the same length, dtype and offsets.
+
+        Benchmark switches (the result is then meaningless): ``compute=False`` moves the same
+        data and skips the kernels and the dot allreduces, ``exchange=False`` runs those on stale
+        scratch and skips the buffer sendrecvs. Their times split Adasum's into its transport
+        floor and its compute (``python -m accord.bench allreduce``).
         """
         comm = self.comm
         flat = Flat(buf, "tensor")
@@ -163,27 +169,30 @@ class AdasumReducer:
         if comm.size == 1 or (flat.n == 0 and not self.sharded):
             return buf
         s = self._schedule(offsets, flat)
+        sendrecv = comm.sendrecv if exchange else _no_sendrecv
         if s.fold_partner is not None:
             empty = buf[:0]
             if s.donor:
-                comm.sendrecv(buf, s.fold_partner, empty, s.fold_partner)
-                comm.sendrecv(empty, s.fold_partner, buf, s.fold_partner)
+                sendrecv(buf, s.fold_partner, empty, s.fold_partner)
+                sendrecv(empty, s.fold_partner, buf, s.fold_partner)
                 return buf
             theirs, theirs_ptr = self._scratch_for(flat, flat.n)
-            comm.sendrecv(empty, s.fold_partner, theirs, s.fold_partner)
+            sendrecv(empty, s.fold_partner, theirs, s.fold_partner)
             dots_addr = 0
-            if self.fold_group is not None:  # sharded vectors: whole-layer dots need a sum
+            if compute and self.fold_group is not None:  # sharded: whole-layer dots need a sum
                 _dots(flat, flat.ptr, theirs_ptr, s.full_plan, s.fold_dots_addr)
                 self.fold_group.allreduce_(s.fold_dots, "sum")
                 dots_addr = s.fold_dots_addr
-            _combine(flat, flat.ptr, theirs_ptr, flat.ptr, s.full_plan, dots_addr, 0.5, 0.5)
+            if compute:
+                _combine(flat, flat.ptr, theirs_ptr, flat.ptr, s.full_plan, dots_addr, 0.5, 0.5)
 
         if s.levels:
             scratch, scratch_ptr = self._scratch_for(flat, flat.n - flat.n // 2)
-        sendrecv = comm.sendrecv
         for lv in s.levels:
             klo = lv.klo
             sendrecv(buf[lv.olo:lv.ohi], lv.partner, scratch[:lv.khi - klo], lv.partner)
+            if not compute:
+                continue
             mine = flat.at(klo)
             left, right = (mine, scratch_ptr) if lv.lower else (scratch_ptr, mine)
             _dots(flat, left, right, lv.plan, lv.dots_addr)
@@ -192,8 +201,12 @@ class AdasumReducer:
         for lv in reversed(s.levels):
             sendrecv(buf[lv.klo:lv.khi], lv.partner, buf[lv.olo:lv.ohi], lv.partner)
         if s.fold_partner is not None:
-            comm.sendrecv(buf, s.fold_partner, buf[:0], s.fold_partner)
+            sendrecv(buf, s.fold_partner, buf[:0], s.fold_partner)
         return buf
+
+
+def _no_sendrecv(sendbuf, dest, recvbuf, source) -> None:
+    """The exchange=False stand-in for Communicator.sendrecv."""
 
 
 def _dots(flat: Flat, a: int, b: int, plan: Plan, dots_addr: int) -> None:

@@ -35,6 +35,12 @@ void weighted_sum(DType dtype, const void* vectors, int64_t k, const double* wei
 void axpby(DType dtype, const void* x, const void* y, void* out, const Layout& layout,
            const double* alpha, const double* beta);
 int max_threads();
+// The SIMD level the CPU kernels run ("avx2" or "portable"; both give the same bits), the
+// best one this CPU supports, and a switch for tests and benchmarks: false if `name` is unknown or
+// above what the CPU supports.
+const char* current_isa();
+const char* best_isa();
+bool set_isa(const char* name);
 }  // namespace cpu
 
 #if defined(ACCORD_WITH_CUDA)

@@ -16,6 +16,11 @@ Rows per size (nccl-tests style; every rank holds one contiguous 1-D buffer of `
     accord-adasum       accord.allreduce_(buf, op=accord.Adasum)
     accord-consensus    accord.consensus.ConsensusAggregator().aggregate_flat_(buf, [0, n]), in
                         place like the others
+    adasum-exchange     Adasum's sendrecvs alone (AdasumReducer.allreduce_(compute=False): the
+                        same messages, no kernels, no dot allreduces): the transport floor under
+                        accord-adasum; its output is not a reduction (#wrong -)
+    adasum-compute      the rest alone (exchange=False: the kernels and dot allreduces on
+                        whatever the scratch holds, no buffer sendrecvs; #wrong -)
 
 Columns: time is the max over ranks of each rank's median over ``--iters`` timed iterations
 (``--warmup`` untimed ones first); before every iteration the input is restored (untimed) and
@@ -30,7 +35,8 @@ above ``--check-max-bytes`` (default 16 MiB).
 
 Summary lines check the issue's targets (float32): Adasum at 64 MiB takes at most 0.7x the time
 of the raw MPI allreduce(SUM) of the same run, and Adasum at 4 KiB on 2 ranks takes under 100 us.
-They print PASS / MISS and never fail the run.
+They print PASS / MISS and never fail the run; with the adasum-exchange row the ratio line also
+splits Adasum's time into those two parts, each measured alone.
 """
 from __future__ import annotations
 
@@ -56,6 +62,7 @@ TOL = {"float64": 1e-10, "float32": 2e-5, "float16": 6e-3, "bfloat16": 5e-2}
 SEED = 20240611
 ADASUM_RATIO_TARGET = (64 << 20, 0.7)     # (size, max adasum/raw time ratio)
 ADASUM_LATENCY_TARGET = (4 << 10, 100.0)  # (size, max adasum time in us, 2 ranks)
+OPS = ("raw", "sum", "avg", "adasum", "consensus", "exchange", "compute")
 QUICK = {"minbytes": "4K", "maxbytes": "256K", "stepfactor": 4, "iters": 5, "warmup": 1}
 
 
@@ -120,8 +127,8 @@ def parse_args(argv):
                     help="largest size checked against the float64 oracle (default 16M)")
     ap.add_argument("--no-consistency-check", action="store_true",
                     help="accord.set_consistency_check(False) (one small allreduce less per call)")
-    ap.add_argument("--ops", default="raw,sum,avg,adasum,consensus",
-                    help="comma list of rows to run: raw,sum,avg,adasum,consensus")
+    ap.add_argument("--ops", default=",".join(OPS),
+                    help=f"comma list of rows to run: {','.join(OPS)}")
     a = ap.parse_args(argv)
     base = QUICK if a.quick else {"minbytes": "4K", "maxbytes": "64M", "stepfactor": 2,
                                   "iters": 20, "warmup": 5}
@@ -137,7 +144,7 @@ def parse_args(argv):
     if a.iters < 1 or a.warmup < 0:
         ap.error("need iters >= 1 and warmup >= 0")
     a.ops = [o.strip() for o in a.ops.split(",") if o.strip()]
-    bad = set(a.ops) - {"raw", "sum", "avg", "adasum", "consensus"}
+    bad = set(a.ops) - set(OPS)
     if bad:
         ap.error(f"unknown --ops entries: {sorted(bad)}")
     return a
@@ -296,6 +303,11 @@ def make_impls(setup: Setup, ops, notes):
         else:
             impls.append(Impl("accord-consensus", "consensus", lambda buf, agg=agg: agg.aggregate_flat_(
                 buf, np.array([0, len(buf)], dtype=np.int64))))
+    from accord.adasum import reducer_for
+    for key, flags in (("exchange", {"compute": False}), ("compute", {"exchange": False})):
+        if key in ops:
+            impls.append(Impl(f"adasum-{key}", "none", lambda buf, f=flags: reducer_for(
+                setup.comm).allreduce_(buf, np.array([0, len(buf)], dtype=np.int64), **f)))
     return impls
 
 
@@ -450,6 +462,11 @@ def targets(rows, setup: Setup):
         out.append(f"target {name}: {ratio:.3f}x (adasum {a['time_us'] / 1e3:.2f} ms, "
                    f"{setup.raw_name} {r['time_us'] / 1e3:.2f} ms, {setup.N} ranks) "
                    f"{verdict}{fp_note}")
+        parts = [(impl, by.get((size, f"adasum-{impl}"))) for impl in ("exchange", "compute")]
+        if all(p is not None for _, p in parts):
+            out.append("  measured alone: " + ", ".join(
+                f"adasum-{impl} {p['time_us'] / r['time_us']:.3f}x" for impl, p in parts) +
+                f"; sum {sum(p['time_us'] for _, p in parts) / r['time_us']:.3f}x")
     size, limit = ADASUM_LATENCY_TARGET
     name = f"adasum latency at {human_bytes(size)} < {limit:g} us (2 ranks)"
     a = by.get((size, "accord-adasum"))
