@@ -35,8 +35,8 @@ above ``--check-max-bytes`` (default 16 MiB).
 
 Summary lines check the issue's targets (float32): Adasum at 64 MiB takes at most 0.7x the time
 of the raw MPI allreduce(SUM) of the same run, and Adasum at 4 KiB on 2 ranks takes under 100 us.
-They print PASS / MISS and never fail the run; with the adasum-exchange row the ratio line also
-splits Adasum's time into those two parts, each measured alone.
+They print PASS / MISS and never fail the run; with the adasum-exchange and adasum-compute rows the
+ratio line also gives those two parts of Adasum's time, each measured alone.
 """
 from __future__ import annotations
 
