@@ -30,23 +30,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import accord  # noqa: E402
+from accord.demo import digits_shards  # noqa: E402
 from _common import Column, Table, collect_metadata, note, print_metadata, write_json  # noqa: E402
-
-
-def data(comm, skew):
-    from sklearn.datasets import load_digits
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32)
-    perm = np.random.default_rng(0).permutation(len(y))
-    n_test = len(y) // 5
-    te, tr = perm[:n_test], perm[n_test:]
-    if skew:
-        tr_sorted = tr[np.argsort(y[tr], kind="stable")]
-        shard = np.array_split(tr_sorted, comm.size)[comm.rank]
-    else:
-        shard = tr[comm.rank::comm.size]
-    t = lambda idx: (torch.from_numpy(X[idx]), torch.from_numpy(y[idx]))  # noqa: E731
-    return t(shard), t(tr), t(te)
 
 
 def evaluate(model, xy):
@@ -131,7 +116,7 @@ def lsgd_table(comm, args, meta):
         print_metadata(meta)
         table.print_header()
     for skew in (False, True):
-        shards = data(comm, skew)
+        shards = digits_shards(comm.rank, comm.size, skew=skew)
         for sel in ("window", "common"):
             rs = [run_lsgd(comm, args, seed, sel, shards) for seed in range(args.seeds)]
             lm, ls = summary(rs, "leader")
@@ -180,7 +165,7 @@ def main():
                                         "syncs"))
     if args.lsgd:
         return lsgd_table(comm, args, meta)
-    shards = data(comm, args.skew)
+    shards = digits_shards(comm.rank, comm.size, skew=args.skew)
     cols = [Column("period", "", 7, "d"), Column("method", "", 7, "s"),
             Column("run_period", "", 6, "d", title="p_run"),
             Column("syncs", "", 6, ".1f"), Column("train_loss", "", 11, ".4f"),

@@ -167,12 +167,8 @@ class Run:
 # Sections
 
 
-ADASUM_COLUMNS = [
-    Column("size", "(B)", 11, "d"),
-    Column("count", "(elements)", 10, "d"),
-    Column("type", "", 8, "s"),
-    Column("op", "", 13, "s"),
-    Column("segs", "", 4, "d"),
+# fused vs torch timing, bound and bandwidth columns, shared by both tables
+TIMING_COLUMNS = [
     Column("fused_us", "(us)", 10, ".1f", "fused"),
     Column("torch_us", "(us)", 10, ".1f", "torch"),
     Column("speedup", "(x)", 7, ".2f"),
@@ -181,11 +177,21 @@ ADASUM_COLUMNS = [
     Column("gbps", "(GB/s)", 7, ".1f", "GB/s"),
     Column("peak_frac", "(%)", 5, ".0f", "peak"),
     Column("theo_frac", "(%)", 5, ".0f", "theo"),
+]
+RELERR_COLUMN = Column("max_rel_err", "", 8, ".1e", "relerr")
+
+ADASUM_COLUMNS = [
+    Column("size", "(B)", 11, "d"),
+    Column("count", "(elements)", 10, "d"),
+    Column("type", "", 8, "s"),
+    Column("op", "", 13, "s"),
+    Column("segs", "", 4, "d"),
+    *TIMING_COLUMNS,
     Column("dots_us", "(us)", 9, ".1f", "dots"),
     Column("combine_us", "(us)", 9, ".1f", "combine"),
     Column("read_gbps", "(GB/s)", 7, ".1f", "read"),
     Column("copy_gbps", "(GB/s)", 7, ".1f", "copy"),
-    Column("max_rel_err", "", 8, ".1e", "relerr"),
+    RELERR_COLUMN,
 ]
 
 GRAM_COLUMNS = [
@@ -195,18 +201,11 @@ GRAM_COLUMNS = [
     Column("type", "", 8, "s"),
     Column("op", "", 15, "s"),
     Column("segs", "", 4, "d"),
-    Column("fused_us", "(us)", 10, ".1f", "fused"),
-    Column("torch_us", "(us)", 10, ".1f", "torch"),
-    Column("speedup", "(x)", 7, ".2f"),
-    Column("bound_us", "(us)", 9, ".1f", "bound"),
-    Column("fused_over_bound", "(x)", 7, ".2f", "f/bound"),
-    Column("gbps", "(GB/s)", 7, ".1f", "GB/s"),
-    Column("peak_frac", "(%)", 5, ".0f", "peak"),
-    Column("theo_frac", "(%)", 5, ".0f", "theo"),
+    *TIMING_COLUMNS,
     Column("gram_us", "(us)", 9, ".1f", "gram"),
     Column("solve_us", "(us)", 8, ".1f", "solve"),
     Column("wsum_us", "(us)", 9, ".1f", "wsum"),
-    Column("max_rel_err", "", 8, ".1e", "relerr"),
+    RELERR_COLUMN,
 ]
 
 

@@ -10,6 +10,7 @@ import torch
 from _worker import backend, check, check_close, check_equal, setup, worker_main
 
 import accord
+from accord.demo import digits_shards
 
 
 def gather_flat(comm, tensors):
@@ -239,26 +240,9 @@ def check_bad_input():
 
 
 # ---------------------------------------------------------------------------------------------
-# training on sklearn digits (also used by leader_worker.py and benchmarks/averaging.py)
+# training on sklearn digits (accord.demo.digits_shards; also used by leader_worker.py)
 
 THRESHOLD = 0.85  # test accuracy every method must reach (typically ~0.95)
-
-
-def digits_data(comm, seed=0, skew=False):
-    """(train shard of this rank, full train, test) as float32 tensors; standardised."""
-    from sklearn.datasets import load_digits
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32)
-    perm = np.random.default_rng(seed).permutation(len(y))
-    n_test = len(y) // 5
-    te, tr = perm[:n_test], perm[n_test:]
-    if skew:  # label-sorted shards: each rank sees few classes
-        tr = tr[np.argsort(y[tr], kind="stable")]
-        shard = np.array_split(tr, comm.size)[comm.rank]
-    else:
-        shard = tr[comm.rank::comm.size]
-    t = lambda idx: (torch.from_numpy(X[idx]), torch.from_numpy(y[idx]))  # noqa: E731
-    return t(shard), t(tr), t(te)
 
 
 def mlp(seed=0):
@@ -285,7 +269,7 @@ def train_digits(comm, method, *, steps=300, batch=16, lr=0.05, period=8, seed=0
     Final model: LSGD -> the leader's (evaluation_parameters('leader')), averaging -> the
     average of the workers (one extra allreduce, not counted as a sync)."""
     torch.set_num_threads(1)
-    shard, train, test = digits_data(comm, seed=0, skew=skew)
+    shard, train, test = digits_shards(comm.rank, comm.size, skew=skew)
     model = mlp(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     rng = np.random.default_rng(1000 * seed + comm.rank)

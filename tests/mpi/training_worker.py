@@ -1,20 +1,21 @@
 """A short real training run per gradient-aggregation method (Average, Adasum, Consensus through
 accord.DistributedOptimizer) on sklearn digits; each must reach the stated test accuracy.
-Launched by tests/test_training.py. Data, model and threshold are shared with the averaging and
-Leader SGD runs (averaging_worker.py)."""
+Launched by tests/test_training.py. Data (accord.demo.digits_shards), model and threshold are
+shared with the averaging and Leader SGD runs (averaging_worker.py)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from _worker import check, setup, worker_main
-from averaging_worker import THRESHOLD, digits_data, evaluate, mlp
+from averaging_worker import THRESHOLD, evaluate, mlp
 
 import accord
+from accord.demo import digits_shards
 
 
 def train(comm, op, *, steps=150, batch=16, lr=0.05, **opt_kwargs):
     torch.set_num_threads(1)
-    shard, _, test = digits_data(comm, seed=0)
+    shard, _, test = digits_shards(comm.rank, comm.size)
     model = mlp(0)
     opt = accord.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9),
                                       named_parameters=model.named_parameters(), op=op,
