@@ -31,6 +31,7 @@ demo: install
 	$(MPIRUN) -np $(NP) $(BIN)/python -m accord.demo
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -rfE tests
 
 # On a machine with an NVIDIA GPU: CUDA build, every GPU test, the kernel benchmark on the GPU.

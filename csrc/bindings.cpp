@@ -110,6 +110,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("num_tiles", &Layout::num_tiles)
       .def_readonly("tile_size", &Layout::tile_size);
 
+  // The solve's size limit lives in one place (spd_solve.h); Python reads it from here.
+  m.attr("max_solve_k") = accord::kMaxSolveDim;
   m.def("build_info", &build_info);
   m.def("set_cpu_isa", [](const std::string& name) { return accord::cpu::set_isa(name.c_str()); },
         py::arg("name"));

@@ -1,6 +1,7 @@
 """The build's CUDA switch: ACCORD_WITH_CUDA=1 without nvcc is a clear configure error, the
 automatic mode quietly builds CPU-only, and build_info() reports what was compiled."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,11 @@ def test_build_info_fields():
     info = accord.build_info()
     assert set(info) >= {"version", "cuda", "cuda_archs", "cuda_devices", "openmp",
                          "omp_max_threads", "cpu_tile_size"}
-    assert info["version"] == accord.__version__
+    # the version compiled into the extension is the package's (setup.py's VERSION)
+    setup_py = (ROOT / "setup.py").read_text()
+    declared = re.search(r'^VERSION = "([^"]+)"', setup_py, re.M).group(1)
+    assert info["version"] == declared
+    assert accord.__version__ == declared
     if info["cuda"]:
         assert info["cuda_archs"] and info["cuda_devices"] >= 0
     else:

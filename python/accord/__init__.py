@@ -7,11 +7,10 @@ kernels and the collectives without it.
 """
 from . import ops
 from ._C import build_info as _build_info
-from .collectives import Consensus
-from .collectives import (Adasum, Average, ReduceOp, Sum, allgather, allreduce, allreduce_,
-                          broadcast, broadcast_, broadcast_parameters, fusion_threshold,
-                          grouped_allreduce, grouped_allreduce_, set_consistency_check,
-                          set_fusion_threshold)
+from .reduce_op import Adasum, Average, Consensus, ReduceOp, Sum
+from .settings import fusion_threshold, set_consistency_check, set_fusion_threshold
+from .collectives import (allgather, allreduce, allreduce_, broadcast, broadcast_,
+                          broadcast_parameters, grouped_allreduce, grouped_allreduce_)
 from .topology import (communicator, init, is_initialized, local_rank, local_size, rank,
                        shutdown, size)
 from .averaging import AdaptivePeriodicAverager, PeriodicAverager
@@ -21,7 +20,7 @@ from .consensus import ConsensusAggregator
 __version__ = _build_info()["version"]
 
 # torch-only faces, imported on first use so that `import accord` does not need torch.
-_LAZY = {"DistributedOptimizer": "optimizer", "broadcast_optimizer_state": "optimizer",
+_LAZY = {"DistributedOptimizer": "optimizer", "broadcast_optimizer_state": "optimizer_state",
          "hooks": None}
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from functools import lru_cache
 
 import numpy as np
 
 from . import _C
+from ._buffers import BoundedCache, is_tensor, torch_module
 
 CPU, CUDA = 0, 1
 FLOAT32, FLOAT64, FLOAT16, BFLOAT16 = 0, 1, 2, 3
@@ -33,17 +33,13 @@ if os.environ.get("ACCORD_CPU_ISA", "portable") not in CPU_ISAS:
                      f"{', '.join(CPU_ISAS)}; unset it to use the best level this CPU supports")
 
 
-def is_tensor(x) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
-
-
-def _torch():
-    return sys.modules["torch"]
+#: Largest k (vectors per system) solve_spd handles; fixed in the C++ solver.
+MAX_SOLVE_K: int = _C.max_solve_k
 
 
 @lru_cache(maxsize=None)
 def _torch_codes():
-    torch = _torch()
+    torch = torch_module()
     return {torch.float32: FLOAT32, torch.float64: FLOAT64, torch.float16: FLOAT16,
             torch.bfloat16: BFLOAT16}
 
@@ -166,7 +162,7 @@ class Plan:
         self.offsets, self.tile_start = offsets, tile_start
         self.num_segments = offsets.shape[0] - 1
         if device == CUDA:
-            torch = _torch()
+            torch = torch_module()
             dev = torch.device("cuda", cuda_index)
             self.keep = (torch.from_numpy(offsets).to(dev), torch.from_numpy(tile_start).to(dev))
             ptrs = (self.keep[0].data_ptr(), self.keep[1].data_ptr())
@@ -176,18 +172,12 @@ class Plan:
         self.layout = _C.Layout(ptrs[0], ptrs[1], self.num_segments, int(tile_start[-1]), tile)
 
 
-_PLANS: dict = {}
-_MAX_PLANS = 1024
+_PLANS = BoundedCache(1024)
 
 
 def plan(offsets: np.ndarray, buf: Buf, gram: bool = False) -> Plan:
     key = (offsets.tobytes(), buf.device, buf.cuda_index, gram)
-    p = _PLANS.get(key)
-    if p is None:
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
-        p = _PLANS[key] = Plan(offsets, buf.device, buf.cuda_index, gram)
-    return p
+    return _PLANS.get_or_make(key, lambda: Plan(offsets, buf.device, buf.cuda_index, gram))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +186,7 @@ def plan(offsets: np.ndarray, buf: Buf, gram: bool = False) -> Plan:
 
 def empty(like: Buf, shape, float64: bool = False):
     if like.tensor:
-        torch = _torch()
+        torch = torch_module()
         dtype = torch.float64 if float64 else like.obj.dtype
         return torch.empty(shape, dtype=dtype, device=like.obj.device)
     return np.empty(shape, dtype=np.float64 if float64 else like.obj.dtype)
@@ -205,7 +195,7 @@ def empty(like: Buf, shape, float64: bool = False):
 def float64_array(values, like: Buf, name: str, shape):
     """Coefficient arrays (weights, alpha, beta): float64, contiguous, on like's device."""
     if like.tensor:
-        torch = _torch()
+        torch = torch_module()
         if is_tensor(values):
             t = values.to(device=like.obj.device, dtype=torch.float64)
         else:
@@ -224,7 +214,7 @@ def workspace(buf: Buf, op: str, p: Plan, k: int = 0, with_rhs: bool = False):
     if buf.device != CUDA:
         return None, 0
     nbytes = _C.workspace_bytes(CUDA, op, p.layout, k, with_rhs)
-    torch = _torch()
+    torch = torch_module()
     ws = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=buf.obj.device)
     return ws, ws.data_ptr()
 
@@ -232,14 +222,8 @@ def workspace(buf: Buf, op: str, p: Plan, k: int = 0, with_rhs: bool = False):
 def stream(buf: Buf) -> int:
     if buf.device != CUDA:
         return 0
-    torch = _torch()
+    torch = torch_module()
     return torch.cuda.current_stream(buf.obj.device).cuda_stream
-
-
-def addr(x) -> int:
-    if x is None:
-        return 0
-    return x.data_ptr() if is_tensor(x) else x.ctypes.data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +258,7 @@ class Flat:
     def new(self, n: int, float64: bool = False):
         """An uninitialised buffer of n elements of this dtype (or float64), same device."""
         if is_tensor(self.obj):
-            torch = _torch()
+            torch = torch_module()
             return torch.empty(n, dtype=torch.float64 if float64 else self.obj.dtype,
                                device=self.obj.device)
         return np.empty(n, dtype=np.float64 if float64 else self.obj.dtype)
@@ -283,6 +267,6 @@ class Flat:
         if self.device != CUDA:
             return None, 0
         nbytes = _C.workspace_bytes(CUDA, op, p.layout, 0, False)
-        torch = _torch()
+        torch = torch_module()
         ws = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=self.obj.device)
         return ws, ws.data_ptr()

@@ -1,7 +1,7 @@
 """torch.library registration of accord's kernels (``torch.ops.accord.*``).
 
 Each op is a custom op with a fake (meta) implementation, so it traces under ``torch.compile``
-without running; the real implementation is the validated dispatch in ``accord.ops``. Ops that
+without running; the real implementation is the validated dispatch in ``accord._op_impl``. Ops that
 write into a caller's buffer are separate ``*_out`` ops declaring the mutation.
 Imported lazily by ``accord.ops`` the first time a torch tensor is seen.
 """
@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from . import ops as _ops
+from . import _op_impl as _impl
 
 _LIB = "accord"
 
@@ -23,7 +23,7 @@ def _segments(offsets: Tensor) -> int:
 
 @torch.library.custom_op(f"{_LIB}::segment_dots", mutates_args=())
 def segment_dots(a: Tensor, b: Tensor, offsets: Tensor) -> Tensor:
-    return _ops._segment_dots(a, b, offsets)
+    return _impl.segment_dots(a, b, offsets)
 
 
 @segment_dots.register_fake
@@ -34,7 +34,7 @@ def _(a, b, offsets):
 @torch.library.custom_op(f"{_LIB}::adasum_combine", mutates_args=())
 def adasum_combine(a: Tensor, b: Tensor, offsets: Tensor, dots: Optional[Tensor],
                    weights: Sequence[float]) -> Tensor:
-    return _ops._adasum_combine(a, b, offsets, None, dots, tuple(weights))
+    return _impl.adasum_combine(a, b, offsets, None, dots, tuple(weights))
 
 
 @adasum_combine.register_fake
@@ -45,7 +45,7 @@ def _(a, b, offsets, dots, weights):
 @torch.library.custom_op(f"{_LIB}::adasum_combine_out", mutates_args=("out",))
 def adasum_combine_out(a: Tensor, b: Tensor, offsets: Tensor, dots: Optional[Tensor],
                        weights: Sequence[float], out: Tensor) -> None:
-    _ops._adasum_combine(a, b, offsets, out, dots, tuple(weights))
+    _impl.adasum_combine(a, b, offsets, out, dots, tuple(weights))
 
 
 @adasum_combine_out.register_fake
@@ -55,7 +55,7 @@ def _(a, b, offsets, dots, weights, out):
 
 @torch.library.custom_op(f"{_LIB}::gram", mutates_args=())
 def gram(vectors: Tensor, offsets: Tensor, rhs: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    g, r = _ops._gram(vectors, offsets, rhs)
+    g, r = _impl.gram(vectors, offsets, rhs)
     # a custom op cannot return None: "no rhs" is an empty [L, 0] tensor
     return g, r if r is not None else g.new_empty((g.shape[0], 0))
 
@@ -69,7 +69,7 @@ def _(vectors, offsets, rhs):
 
 @torch.library.custom_op(f"{_LIB}::solve_spd", mutates_args=())
 def solve_spd(gram: Tensor, rhs: Tensor, ridge: float) -> Tensor:
-    return _ops._solve_spd(gram, rhs, ridge)
+    return _impl.solve_spd(gram, rhs, ridge)
 
 
 @solve_spd.register_fake
@@ -79,7 +79,7 @@ def _(gram, rhs, ridge):
 
 @torch.library.custom_op(f"{_LIB}::weighted_sum", mutates_args=())
 def weighted_sum(vectors: Tensor, weights: Tensor, offsets: Tensor) -> Tensor:
-    return _ops._weighted_sum(vectors, weights, offsets, None)
+    return _impl.weighted_sum(vectors, weights, offsets, None)
 
 
 @weighted_sum.register_fake
@@ -89,7 +89,7 @@ def _(vectors, weights, offsets):
 
 @torch.library.custom_op(f"{_LIB}::weighted_sum_out", mutates_args=("out",))
 def weighted_sum_out(vectors: Tensor, weights: Tensor, offsets: Tensor, out: Tensor) -> None:
-    _ops._weighted_sum(vectors, weights, offsets, out)
+    _impl.weighted_sum(vectors, weights, offsets, out)
 
 
 @weighted_sum_out.register_fake
@@ -99,7 +99,7 @@ def _(vectors, weights, offsets, out):
 
 @torch.library.custom_op(f"{_LIB}::axpby", mutates_args=())
 def axpby(x: Tensor, y: Tensor, alpha: Tensor, beta: Tensor, offsets: Tensor) -> Tensor:
-    return _ops._axpby(x, y, alpha, beta, offsets, None)
+    return _impl.axpby(x, y, alpha, beta, offsets, None)
 
 
 @axpby.register_fake
@@ -110,7 +110,7 @@ def _(x, y, alpha, beta, offsets):
 @torch.library.custom_op(f"{_LIB}::axpby_out", mutates_args=("out",))
 def axpby_out(x: Tensor, y: Tensor, alpha: Tensor, beta: Tensor, offsets: Tensor,
               out: Tensor) -> None:
-    _ops._axpby(x, y, alpha, beta, offsets, out)
+    _impl.axpby(x, y, alpha, beta, offsets, out)
 
 
 @axpby_out.register_fake

@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _C
+from ._buffers import BoundedCache, addr
 from ._kernels import Flat, Plan
 
 __all__ = ["adasum_allreduce_", "adasum_tree_core_layout"]
@@ -74,7 +75,7 @@ class _Schedule:
             self.donor = rank % 2 == 1
         self.full_plan = Plan(offsets, flat.device, flat.cuda_index, False)
         self.fold_dots = flat.new(3 * (offsets.shape[0] - 1), float64=True)
-        self.fold_dots_addr = _addr(self.fold_dots)
+        self.fold_dots_addr = addr(self.fold_dots)
         self.levels = []
         if self.donor:
             return
@@ -95,7 +96,7 @@ class _Schedule:
             local = np.clip(offsets, klo, khi) - klo
             lv.plan = Plan(local, flat.device, flat.cuda_index, False)
             lv.dots = flat.new(3 * (offsets.shape[0] - 1), float64=True)
-            lv.dots_addr = _addr(lv.dots)
+            lv.dots_addr = addr(lv.dots)
             lv.klo, lv.khi = klo, khi
             lv.olo, lv.ohi = lv.other_range()
             self.levels.append(lv)
@@ -130,17 +131,13 @@ class AdasumReducer:
             color = None if c is None else c // (2 * level)
             self.groups[level] = outer.split(color, key=None if outer is not comm else c)
             level *= 2
-        self._schedules: dict = {}
+        self._schedules = BoundedCache(256)
         self._scratch: dict = {}
 
     def _schedule(self, offsets: np.ndarray, flat: Flat) -> _Schedule:
         key = (offsets.tobytes(), flat.device, flat.cuda_index)
-        s = self._schedules.get(key)
-        if s is None:
-            if len(self._schedules) >= 256:
-                self._schedules.clear()
-            s = self._schedules[key] = _Schedule(self.comm, self.groups, offsets, flat)
-        return s
+        return self._schedules.get_or_make(
+            key, lambda: _Schedule(self.comm, self.groups, offsets, flat))
 
     def _scratch_for(self, flat: Flat, n: int):
         """(scratch[:n], its address): one reusable buffer per framework/dtype/device."""
@@ -148,7 +145,7 @@ class AdasumReducer:
         entry = self._scratch.get(key)
         if entry is None or len(entry[0]) < n:
             buf = flat.new(max(n, 1))
-            entry = self._scratch[key] = (buf, _addr(buf))
+            entry = self._scratch[key] = (buf, addr(buf))
         return entry[0][:n], entry[1]
 
     def allreduce_(self, buf, offsets: np.ndarray, *, compute: bool = True,
@@ -224,22 +221,13 @@ def _combine(flat: Flat, a: int, b: int, out: int, plan: Plan, dots_addr: int, w
                       flat.stream)
 
 
-def _addr(x) -> int:
-    return x.ctypes.data if isinstance(x, np.ndarray) else x.data_ptr()
-
-
 def reducer_for(comm, outer=None) -> AdasumReducer:
-    """The cached reducer of ``comm`` (creating it is collective over ``outer`` or ``comm``)."""
-    key = (id(comm), id(outer))
-    reducer = _REDUCERS.get(key)
-    if reducer is None or reducer.comm is not comm:
-        reducer = _REDUCERS[key] = AdasumReducer(comm, outer)
-    return reducer
+    """The reducer of ``comm``, cached on the communicator (creating it is collective over
+    ``outer`` or ``comm``)."""
+    return comm.derived(("adasum", id(outer)), lambda: AdasumReducer(comm, outer))
 
 
 def adasum_allreduce_(buf, offsets: np.ndarray, comm):
     """Adasum of the 1-D contiguous ``buf`` over ``comm``, in place (see the module doc)."""
     return reducer_for(comm).allreduce_(buf, offsets)
 
-
-_REDUCERS: dict = {}

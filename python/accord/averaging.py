@@ -9,9 +9,10 @@
 "ADPSGD" is adaptive *periodic* averaging (Jiang and Agrawal, 2020), not AD-PSGD
 (asynchronous decentralized parallel SGD, a different paper and algorithm).
 
-One sync is ONE allreduce per dtype group: parameters (and, if asked, floating-point buffers
-and optimizer state) are packed into one flat buffer per (dtype, device), summed, divided by N
-and copied back. The parameter variance across workers, V = (1/N) sum_i |x_i - xbar|^2, is
+One sync is one allreduce per fusion bucket: parameters (and, if asked, floating-point buffers
+and optimizer state) are packed into flat buffers per (dtype, device) of at most
+``accord.fusion_threshold()`` bytes, reused from sync to sync, summed, divided by N and copied
+back once every bucket is reduced. The parameter variance across workers, V = (1/N) sum_i |x_i - xbar|^2, is
 measured at no communication cost by appending each rank's float64 |x_i|^2 (minus a constant
 all ranks share) to the averaged buffer. See docs/leader_and_averaging.md for the schedule, the
 controller and the precision of V.
@@ -20,83 +21,20 @@ torch is required here (imported lazily; ``import accord`` does not need it).
 """
 from __future__ import annotations
 
-from numbers import Integral
-
 import numpy as np
 
 from . import ops, topology
-from .collectives import check_consistency
+from ._buffers import is_tensor, torch_module
+from ._params import is_module, optimizer_tensors, tensor_list
+from ._validate import check_int
+from .consistency import check_consistency
+from .fusion import Fusion
 
 __all__ = ["PeriodicAverager", "AdaptivePeriodicAverager"]
 
 
-def _torch():
-    import torch
-    return torch
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers shared with accord.leader
-
-
-def _tensor_list(params, what: str = "params") -> list:
-    """Tensors from a Module, a tensor, an iterable of tensors / (name, tensor) pairs / param
-    group dicts, or a dict name -> tensor. Order is the caller's (identical on every rank for
-    the same model), which is what makes the fused layout agree across ranks."""
-    torch = _torch()
-    if isinstance(params, torch.nn.Module):
-        return list(params.parameters())
-    if isinstance(params, torch.Tensor):
-        return [params]
-    if isinstance(params, dict):
-        return _tensor_list(params["params"], what) if "params" in params else \
-            _tensor_list(list(params.values()), what)
-    out = []
-    for p in params:
-        if isinstance(p, torch.Tensor):
-            out.append(p)
-        elif isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], torch.Tensor):
-            out.append(p[1])
-        elif isinstance(p, dict) and "params" in p:
-            out.extend(_tensor_list(p["params"], what))
-        else:
-            raise TypeError(f"{what}: expected tensors, (name, tensor) pairs or param groups, "
-                            f"got {type(p).__name__}")
-    for i, t in enumerate(out):
-        if not t.is_floating_point():
-            raise TypeError(f"{what}[{i}] has dtype {t.dtype}; only floating-point tensors "
-                            "can be averaged or pulled")
-    return out
-
-
-class _Fused:
-    """Tensors laid out in one flat buffer per (dtype, device), groups in first-appearance
-    order, tensors in list order within a group."""
-
-    def __init__(self, tensors):
-        self.tensors = tensors
-        groups: dict = {}
-        for i, t in enumerate(tensors):
-            groups.setdefault((t.dtype, t.device), []).append(i)
-        self.groups = list(groups.values())
-        self.numel = [sum(tensors[i].numel() for i in g) for g in self.groups]
-
-    def new(self, g: int, extra: int = 0):
-        t = self.tensors[self.groups[g][0]]
-        return _torch().empty(self.numel[g] + extra, dtype=t.dtype, device=t.device)
-
-    def pack(self, g: int, buf) -> None:
-        torch = _torch()
-        n = self.numel[g]
-        torch.cat([self.tensors[i].detach().reshape(-1) for i in self.groups[g]], out=buf[:n])
-
-    def unpack(self, g: int, buf) -> None:
-        start = 0
-        for i in self.groups[g]:
-            t = self.tensors[i]
-            n = t.numel()
-            t.detach().copy_(buf[start:start + n].view(t.shape))  # detach: leaves need no no_grad
-            start += n
+def _layout_key(tensors) -> tuple:
+    return tuple((t.dtype, t.device, tuple(t.shape)) for t in tensors)
 
 
 def _sq_norm(flat, n: int) -> float:
@@ -105,12 +43,6 @@ def _sq_norm(flat, n: int) -> float:
         return 0.0
     x = flat[:n]
     return float(ops.segment_dots(x, x, np.array([0, n], dtype=np.int64))[0, 1])
-
-
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,20 +73,20 @@ class PeriodicAverager:
     def __init__(self, period: int, warmup_steps: int = 0, *, average_buffers=False,
                  average_optimizer_state: bool = False, optimizer=None,
                  sync_during_warmup: bool = True, track_variance: bool = False, comm=None):
-        self.period = _check_int("period", period, 1)
+        self.period = check_int("period", period, 1)
         self._init_common(warmup_steps, average_buffers, average_optimizer_state, optimizer,
                           sync_during_warmup, track_variance, comm)
 
     def _init_common(self, warmup_steps, average_buffers, average_optimizer_state, optimizer,
                      sync_during_warmup, track_variance, comm):
-        self.warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         if average_optimizer_state and optimizer is None:
             raise ValueError("average_optimizer_state=True needs optimizer=")
         if average_buffers is None:
             average_buffers = False
-        if not isinstance(average_buffers, bool) and not _is_module(average_buffers):
+        if not isinstance(average_buffers, bool) and not is_module(average_buffers):
             average_buffers = list(average_buffers)  # a generator would be used up once
-            if not all(_is_tensor(b) for b in average_buffers):
+            if not all(is_tensor(b) for b in average_buffers):
                 raise TypeError("average_buffers must be a bool, a Module or tensors")
         self.average_buffers = average_buffers
         self.average_optimizer_state = bool(average_optimizer_state)
@@ -167,11 +99,13 @@ class PeriodicAverager:
         self.last_sync_step = 0
         self.variance_history: list = []  # (step, period ending here, V)
         self._offset = 0.0     # |xbar|^2 of the last sync: shared by all ranks (see _sync)
+        self._fusion = None    # buckets and buffers of the last layout seen, reused
 
     # -- schedule ------------------------------------------------------------------------
 
-    def _due(self) -> bool:
-        t, w = self.step, self.warmup_steps
+    def _due(self, t: int) -> bool:
+        """Whether call number ``t`` averages."""
+        w = self.warmup_steps
         if t <= w:
             return self.sync_during_warmup
         return (t - w) % self.period == 0
@@ -181,12 +115,15 @@ class PeriodicAverager:
 
     def average_parameters(self, params) -> bool:
         """Count one step; average if the schedule says so. Returns True if it synchronised.
-        Collective: every rank calls it after every optimizer step."""
-        self.step += 1
-        if not self._due():
+        Collective: every rank calls it after every optimizer step. The counters advance only
+        once the sync succeeded: a call that raises can be repeated."""
+        t = self.step + 1
+        if not self._due(t):
+            self.step = t
             return False
-        elapsed = self.step - self.last_sync_step
+        elapsed = t - self.last_sync_step
         v = self._sync(params)
+        self.step = t
         self.num_syncs += 1
         self.last_sync_step = self.step
         if v is not None:
@@ -197,19 +134,19 @@ class PeriodicAverager:
     # -- the sync ------------------------------------------------------------------------
 
     def _tensors(self, params):
-        tensors = _tensor_list(params)
+        tensors = tensor_list(params)
         n_params = len(tensors)
         spec = self.average_buffers
         if spec is True:
-            if not _is_module(params):
+            if not is_module(params):
                 raise ValueError("average_buffers=True needs average_parameters(module); pass "
                                  "the module, or give average_buffers=module / a tensor list")
             spec = params
         if spec is not False:
-            bufs = spec.buffers() if _is_module(spec) else spec
+            bufs = spec.buffers() if is_module(spec) else spec
             tensors += [b for b in bufs if b.is_floating_point()]
         if self.average_optimizer_state:
-            tensors += _optimizer_tensors(self.optimizer)
+            tensors += optimizer_tensors(self.optimizer)
         return tensors, n_params
 
     def _sync(self, params):
@@ -223,52 +160,64 @@ class PeriodicAverager:
         """
         tensors, n_params = self._tensors(params)
         check_consistency(self.comm, "PeriodicAverager", tensors)
-        fused = _Fused(tensors)
+        # Where the appended scalar goes: a float64 bucket (exact), else a float32 bucket as an
+        # exact hi/lo pair, else (half-precision-only models) a separate small allreduce. Every
+        # bucket gets the room; only the chosen one sends it.
         measure = self.track_variance
-        # Where the appended scalar goes: the float64 group (exact), else a float32 group as an
-        # exact hi/lo pair, else (half-precision-only models) a separate small allreduce.
-        slot_group, slots = None, 0
+        slots = 0
         if measure:
-            torch = _torch()
-            for want, k in ((torch.float64, 1), (torch.float32, 2)):
-                for g, idx in enumerate(fused.groups):
-                    if tensors[idx[0]].dtype == want:
-                        slot_group, slots = g, k
-                        break
-                if slot_group is not None:
-                    break
-        # params come first in `tensors`, so they lead every group's buffer
-        n_par = [sum(tensors[i].numel() for i in g if i < n_params) for g in fused.groups]
+            dtypes = {t.dtype for t in tensors}
+            torch = torch_module()
+            slots = 1 if torch.float64 in dtypes else 2 if torch.float32 in dtypes else 0
+        fusion = self._fusion_for(tensors, slots)
+        slot_bucket = None
+        if slots:
+            want = torch.float64 if slots == 1 else torch.float32
+            slot_bucket = next(b for b in fusion.buckets if b.dtype == want)
+        # params come first in `tensors`, so they lead the buckets that hold them
+        n_par = [sum(tensors[i].numel() for i in b.members if i < n_params)
+                 for b in fusion.buckets]
         bufs, sq = [], 0.0
-        for g in range(len(fused.groups)):
-            buf = fused.new(g, slots if g == slot_group else 0)
-            fused.pack(g, buf)
+        for b in fusion.buckets:
+            buf = fusion.pack(b, tensors)
             if measure:
-                sq += _sq_norm(buf, n_par[g])
-            bufs.append(buf)
+                sq += _sq_norm(buf, n_par[b.index])
+            bufs.append(buf[:b.numel + (slots if b is slot_bucket else 0)])
         d = sq - self._offset
-        if slot_group is not None:
-            n = fused.numel[slot_group]
+        if slot_bucket is not None:
+            n = slot_bucket.numel
             hi = float(np.float32(d)) if slots == 2 else d
-            bufs[slot_group][n] = hi
+            bufs[slot_bucket.index][n] = hi
             if slots == 2:
-                bufs[slot_group][n + 1] = float(np.float32(d - hi))
+                bufs[slot_bucket.index][n + 1] = float(np.float32(d - hi))
         size = self.comm.size
-        for g, buf in enumerate(bufs):
+        # Reduce every bucket before writing any back: a failure leaves the model untouched.
+        for buf in bufs:
             self.comm.allreduce_(buf, "sum")
             buf.div_(size)
-            fused.unpack(g, buf)
+        for b, buf in zip(fusion.buckets, bufs):
+            fusion.unpack(b, buf, tensors)
         if not measure:
             return None
-        if slot_group is not None:
-            n = fused.numel[slot_group]
-            mean_d = float(bufs[slot_group][n:n + slots].double().sum())
+        if slot_bucket is not None:
+            n = slot_bucket.numel
+            mean_d = float(bufs[slot_bucket.index][n:n + slots].double().sum())
         else:
             mean_d = float(self.comm.allreduce_small(np.array([d]), "sum")[0]) / size
-        sq_bar = sum(_sq_norm(buf, n_par[g]) for g, buf in enumerate(bufs))
+        sq_bar = sum(_sq_norm(buf, n_par[i]) for i, buf in enumerate(bufs))
         v = (self._offset - sq_bar) + mean_d
         self._offset = sq_bar
         return max(v, 0.0)  # rounding can give a tiny negative number
+
+    def _fusion_for(self, tensors, extra: int) -> Fusion:
+        """The Fusion of this layout: rebuilt only when the tensors' layout changes (e.g. once,
+        when an optimizer creates its state at the first step)."""
+        key = (_layout_key(tensors), extra)
+        if self._fusion is None or self._fusion[0] != key:
+            fusion = Fusion(tensors, extra=extra)
+            fusion.tensors = None  # the caller's tensors are passed in at each sync
+            self._fusion = (key, fusion)
+        return self._fusion[1]
 
     # -- state ---------------------------------------------------------------------------
 
@@ -278,9 +227,9 @@ class PeriodicAverager:
                 "variance_history": [tuple(h) for h in self.variance_history]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.step = _check_int("state['step']", state["step"], 0)
-        self.num_syncs = _check_int("state['num_syncs']", state["num_syncs"], 0)
-        self.last_sync_step = _check_int("state['last_sync_step']", state["last_sync_step"], 0)
+        self.step = check_int("state['step']", state["step"], 0)
+        self.num_syncs = check_int("state['num_syncs']", state["num_syncs"], 0)
+        self.last_sync_step = check_int("state['last_sync_step']", state["last_sync_step"], 0)
         self.variance_history = [tuple(h) for h in state.get("variance_history", [])]
         # the offset c is only a precision aid; 0 is exact, and the next sync re-establishes it
         self._offset = 0.0
@@ -288,30 +237,6 @@ class PeriodicAverager:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(period={self.period}, step={self.step}, "
                 f"num_syncs={self.num_syncs})")
-
-
-def _is_module(x) -> bool:
-    import sys
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.nn.Module)
-
-
-def _optimizer_tensors(optimizer) -> list:
-    """Floating-point state tensors in param-group order, keys sorted (same order on every
-    rank). ``step`` counters are identical across ranks and stay out."""
-    out = []
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            for key in sorted(state):
-                v = state[key]
-                if key != "step" and _is_tensor(v) and v.is_floating_point() and v.numel():
-                    out.append(v)
-    return out
-
-
-def _is_tensor(x) -> bool:
-    return isinstance(x, _torch().Tensor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,15 +283,15 @@ class AdaptivePeriodicAverager(PeriodicAverager):
                  exponent: float = 0.5,
                  average_buffers=False, average_optimizer_state: bool = False, optimizer=None,
                  sync_during_warmup: bool = True, comm=None):
-        self.min_period = _check_int("min_period", min_period, 1)
-        self.base_period = _check_int("base_period", base_period, 1)
+        self.min_period = check_int("min_period", min_period, 1)
+        self.base_period = check_int("base_period", base_period, 1)
         if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or \
                 not 0 <= exponent <= 4:
             raise ValueError(f"exponent must be a number in [0, 4], got {exponent!r}")
         self.exponent = float(exponent)
-        self.total_steps = None if total_steps is None else _check_int("total_steps",
+        self.total_steps = None if total_steps is None else check_int("total_steps",
                                                                        total_steps, 1)
-        self.budget = None if budget is None else _check_int("budget", budget, 1)
+        self.budget = None if budget is None else check_int("budget", budget, 1)
         if self.budget is not None and self.total_steps is None:
             raise ValueError("budget needs total_steps (the number of steps it is planned over)")
         self._init_common(warmup_steps, average_buffers, average_optimizer_state, optimizer,
@@ -386,10 +311,10 @@ class AdaptivePeriodicAverager(PeriodicAverager):
             initial_period = pace if pace is not None else self.base_period
             if max_period is not None:
                 initial_period = min(initial_period, max_period)
-        p0 = _check_int("initial_period", initial_period, 1)
+        p0 = check_int("initial_period", initial_period, 1)
         if max_period is None:
             max_period = max(self.min_period, p0, 2 * pace if pace is not None else 64)
-        self.max_period = _check_int("max_period", max_period, self.min_period)
+        self.max_period = check_int("max_period", max_period, self.min_period)
         if not self.min_period <= p0 <= self.max_period:
             raise ValueError(f"initial_period must be in [min_period, max_period] = "
                              f"[{self.min_period}, {self.max_period}], got {p0}")
@@ -398,8 +323,8 @@ class AdaptivePeriodicAverager(PeriodicAverager):
         self._v_sum = 0.0   # sum of V over post-warm-up syncs
         self._p_sum = 0     # sum of the periods they ended
 
-    def _due(self) -> bool:
-        t, w = self.step, self.warmup_steps
+    def _due(self, t: int) -> bool:
+        w = self.warmup_steps
         if self.budget is not None and self.num_syncs >= self.budget:
             return False
         if t <= w:
@@ -435,7 +360,7 @@ class AdaptivePeriodicAverager(PeriodicAverager):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.period = _check_int("state['period']", state["period"], 1)
-        self.next_sync = _check_int("state['next_sync']", state["next_sync"], 1)
+        self.period = check_int("state['period']", state["period"], 1)
+        self.next_sync = check_int("state['next_sync']", state["next_sync"], 1)
         self._v_sum = float(state["v_sum"])
-        self._p_sum = _check_int("state['p_sum']", state["p_sum"], 0)
+        self._p_sum = check_int("state['p_sum']", state["p_sum"], 0)

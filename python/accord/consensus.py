@@ -63,7 +63,7 @@ consistency check (one 16-byte allreduce, ``accord.set_consistency_check``) runs
 mismatched shapes, dtypes, layouts or settings raise ``ValueError`` on every rank instead of
 deadlocking. The Gram pass costs O(N n / 2) flops per rank (N(N+1)/2 products per column of an
 [N, n/N] slice): negligible for the usual N <= 64, it grows linearly with N. ``weighting="gram"``
-supports N <= 128 (the solve_spd limit).
+supports N <= 128 (the solve_spd limit, ``accord._C.max_solve_k``).
 
 State: momentum is kept per *state key*: by default the buffer's layout (length + offsets), so
 DDP buckets with different layouts keep separate momentum; callers fusing several buckets with
@@ -80,7 +80,10 @@ from numbers import Real
 import numpy as np
 
 from . import _C, topology
-from ._kernels import CPU, CUDA, Flat, Plan, host_offsets, is_tensor
+from ._buffers import BoundedCache, addr, describe, is_tensor, numel, torch_module
+from ._kernels import CPU, CUDA, MAX_SOLVE_K, Flat, Plan, host_offsets
+from .consistency import check_consistency
+from .fusion import Fusion
 
 __all__ = ["ConsensusAggregator"]
 
@@ -95,20 +98,6 @@ _STATE_VERSION = 1
 # slice buffer: no padding copies, no allgather self copy. Smaller ones (fewer latency steps)
 # and device buffers (NCCL collectives) use comm.alltoall / comm.allgather.
 _P2P_MIN_BYTES = 64 * 1024
-
-
-def check_consistency(comm, what, tensors) -> None:
-    # imported on use: accord.collectives may import this module (op=accord.Consensus)
-    from .collectives import check_consistency as check
-    check(comm, what, tensors)
-
-
-def _addr(x) -> int:
-    return x.ctypes.data if isinstance(x, np.ndarray) else x.data_ptr()
-
-
-def _numel(t) -> int:
-    return t.numel() if is_tensor(t) else t.size
 
 
 class _Layout:
@@ -142,8 +131,8 @@ class _Layout:
         self.sum_plan = Plan(local, flat.device, flat.cuda_index, False)
         self.gram_ws = None
         if flat.device == CUDA:
-            import torch
             nbytes = _C.workspace_bytes(CUDA, "gram", self.gram_plan.layout, N, False)
+            torch = torch_module()
             self.gram_ws = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=flat.obj.device)
 
 
@@ -160,7 +149,7 @@ class _Scratch:
             # zero once: padding (row tails, buffer tail) is never written afterwards
             self.recv = _zeros(flat, total)
             self.out = flat.new(lay.block)
-            self.recv_ptr, self.out_ptr = _addr(self.recv), _addr(self.out)
+            self.recv_ptr, self.out_ptr = addr(self.recv), addr(self.out)
             if lay.padded and not lay.p2p:
                 self.pad = _zeros(flat, total)
         size = lay.units * N * N
@@ -255,8 +244,8 @@ class ConsensusAggregator:
         self._comm = comm
         self._entries: dict = {}
         self._num_workers = None  # N of the loaded / accumulated state
-        self._layouts: dict = {}
-        self._scratch: dict = {}
+        self._layouts = BoundedCache(256)
+        self._scratch = BoundedCache(16)
         self.last_weights = None
         self.skipped_steps = 0
 
@@ -281,19 +270,15 @@ class ConsensusAggregator:
             if is_tensor(t) != is_tensor(first) or t.dtype != first.dtype or (
                     is_tensor(t) and t.device != first.device):
                 raise TypeError(f"ConsensusAggregator.aggregate: tensors[{i}] is "
-                                f"{_describe(t)} but tensors[0] is {_describe(first)}; all "
+                                f"{describe(t)} but tensors[0] is {describe(first)}; all "
                                 "tensors must share one dtype, framework and device")
-        sizes = [_numel(t) for t in tensors]
-        offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        if is_tensor(first):
-            import torch
-            fused = torch.cat([t.detach().reshape(-1) for t in tensors])
-        else:
-            fused = np.concatenate([np.ravel(t) for t in tensors])
-        self._run(fused, offsets, None, comm)
-        return [fused[offsets[i]:offsets[i + 1]].reshape(tuple(t.shape))
-                for i, t in enumerate(tensors)]
+        # One bucket whatever its size: the weights are computed over the whole call. The
+        # results are views into it, so it is fresh every call.
+        fusion = Fusion(tensors, math.inf)
+        bucket, = fusion.buckets
+        fused = fusion.pack(bucket)
+        self._run(fused, bucket.offsets, None, comm)
+        return fusion.views(bucket, fused)
 
     def aggregate_flat_(self, flat, offsets, *, key=None):
         """Aggregate the contiguous buffer ``flat`` in place and return it.
@@ -304,7 +289,7 @@ class ConsensusAggregator:
         "raise") ``flat`` is left unchanged.
         """
         comm = self.comm
-        off = host_offsets(offsets, _numel(flat))
+        off = host_offsets(offsets, numel(flat))
         if key is not None and not isinstance(key, (int, str)):
             raise TypeError(f"key must be an int or a str, got {type(key).__name__}")
         check_consistency(comm, self._what("flat", off, key), [flat])
@@ -391,21 +376,11 @@ class ConsensusAggregator:
 
     def _layout(self, off, flat: Flat, N: int, rank: int) -> _Layout:
         k = (off.tobytes(), flat.device, flat.cuda_index, N, rank)
-        lay = self._layouts.get(k)
-        if lay is None:
-            if len(self._layouts) >= 256:
-                self._layouts.clear()
-            lay = self._layouts[k] = _Layout(off, self.granularity, N, rank, flat)
-        return lay
+        return self._layouts.get_or_make(k, lambda: _Layout(off, self.granularity, N, rank, flat))
 
     def _scratch_for(self, flat: Flat, lay: _Layout, N: int) -> _Scratch:
         k = (type(flat.obj), flat.code, flat.device, flat.cuda_index, lay.n, lay.units, N)
-        s = self._scratch.get(k)
-        if s is None:
-            if len(self._scratch) >= 16:
-                self._scratch.clear()
-            s = self._scratch[k] = _Scratch(flat, lay, N)
-        return s
+        return self._scratch.get_or_make(k, lambda: _Scratch(flat, lay, N))
 
     def _entry(self, off, key, units: int, N: int):
         """(state key, its entry or a new one, not stored until a step succeeds)."""
@@ -426,9 +401,9 @@ class ConsensusAggregator:
 
     def _run(self, buf, off: np.ndarray, key, comm):
         N, rank = comm.size, comm.rank
-        if self.weighting == "gram" and N > 128:
-            raise ValueError(f"weighting='gram' supports at most 128 workers, got {N}; use "
-                             "weighting='diagonal'")
+        if self.weighting == "gram" and N > MAX_SOLVE_K:
+            raise ValueError(f"weighting='gram' supports at most {MAX_SOLVE_K} workers, got {N}; "
+                             "use weighting='diagonal'")
         if not (buf.is_contiguous() if is_tensor(buf) else buf.flags.c_contiguous):
             raise ValueError("flat must be contiguous (it is aggregated in place)")
         flat_view = buf.detach().reshape(-1) if is_tensor(buf) else buf.reshape(-1)
@@ -477,8 +452,8 @@ class ConsensusAggregator:
             K = np.empty((U, 2, 2))
             K[:, 0, 0], K[:, 1, 1], K[:, 0, 1], K[:, 1, 0] = d[:, 1], d[:, 2], d[:, 0], d[:, 0]
         else:
-            ws = _addr(lay.gram_ws) if lay.gram_ws is not None else 0
-            _C.gram(flat.code, flat.device, vec, N, 0, lay.gram_plan.layout, _addr(scr.gram), 0,
+            ws = addr(lay.gram_ws) if lay.gram_ws is not None else 0
+            _C.gram(flat.code, flat.device, vec, N, 0, lay.gram_plan.layout, addr(scr.gram), 0,
                     ws, flat.stream)
             gram = scr.gram
             if flat.device == CUDA:
@@ -522,8 +497,7 @@ class ConsensusAggregator:
 
         # 4. slice k of G, then allgather
         if flat.device == CUDA:
-            import torch
-            coef_buf = torch.as_tensor(coef, device=flat.obj.device)
+            coef_buf = torch_module().as_tensor(coef, device=flat.obj.device)
         else:
             coef_buf = np.ascontiguousarray(coef)
         direct = N == 1 or (lay.p2p and L == B)  # N = 1: in place is safe (one vector)
@@ -534,7 +508,7 @@ class ConsensusAggregator:
             _C.axpby(flat.code, CPU, rows[0], rows[1], out, lay.sum_plan.layout,
                      c0.ctypes.data, c1.ctypes.data, 0)  # elementwise: out may be a row
         else:
-            _C.weighted_sum(flat.code, flat.device, vec, N, _addr(coef_buf), lay.sum_plan.layout,
+            _C.weighted_sum(flat.code, flat.device, vec, N, addr(coef_buf), lay.sum_plan.layout,
                             out, flat.stream)
         if N == 1:
             return buf
@@ -588,8 +562,3 @@ class ConsensusAggregator:
         _C.solve_spd(CPU, A.ctypes.data, rhs.ctypes.data, U, N, 0.0, alpha.ctypes.data, 0, 0)
         return alpha
 
-
-def _describe(t) -> str:
-    if is_tensor(t):
-        return f"{str(t.dtype).replace('torch.', '')}@{t.device}"
-    return f"numpy {getattr(t, 'dtype', type(t).__name__)}"

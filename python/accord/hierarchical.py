@@ -17,23 +17,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import is_tensor
+from ._buffers import is_tensor, torch_module
 from .adasum import reducer_for
-
-_TOPOLOGY: dict = {}
 
 
 def _topology(comm):
-    t = _TOPOLOGY.get(id(comm))
-    if t is None or t[0] is not comm:
-        local = comm.local_split()
-        sizes = comm.allgather_object(local.size)
-        if len(set(sizes)) != 1:
-            raise ValueError(f"hierarchical Adasum needs the same number of ranks on every node, "
-                             f"got local sizes {sorted(set(sizes))}; use hierarchical=False")
-        cross = comm.split(local.rank, key=comm.rank)
-        t = _TOPOLOGY[id(comm)] = (comm, local, cross, reducer_for(cross, outer=comm))
-    return t[1:]
+    """(node communicator, cross-node communicator, cross-node reducer), cached on ``comm``."""
+    return comm.derived("hierarchical", lambda: _make_topology(comm))
+
+
+def _make_topology(comm):
+    local = comm.local_split()
+    sizes = comm.allgather_object(local.size)
+    if len(set(sizes)) != 1:
+        raise ValueError(f"hierarchical Adasum needs the same number of ranks on every node, "
+                         f"got local sizes {sorted(set(sizes))}; use hierarchical=False")
+    cross = comm.split(local.rank, key=comm.rank)
+    return local, cross, reducer_for(cross, outer=comm)
 
 
 def hierarchical_adasum_(flat, offsets: np.ndarray, comm):
@@ -63,6 +63,5 @@ def hierarchical_adasum_(flat, offsets: np.ndarray, comm):
 
 def _new_like(flat, n):
     if is_tensor(flat):
-        import torch
-        return torch.empty(n, dtype=flat.dtype, device=flat.device)
+        return torch_module().empty(n, dtype=flat.dtype, device=flat.device)
     return np.empty(n, dtype=flat.dtype)

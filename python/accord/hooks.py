@@ -34,12 +34,15 @@ import zlib
 import numpy as np
 import torch
 
+from . import topology
 from .adasum import adasum_allreduce_
 from .comm.base import Communicator
 
 __all__ = ["adasum_hook", "consensus_hook", "ConsensusHookState"]
 
+# One TorchCommunicator per process group the hooks were given, dropped by accord.shutdown().
 _COMMS: dict = {}
+topology.on_shutdown(_COMMS.clear)
 
 
 def _comm_for(group):

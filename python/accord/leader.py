@@ -27,8 +27,10 @@ from numbers import Real
 import numpy as np
 
 from . import ops, topology
-from .averaging import _check_int, _Fused, _tensor_list
-from .collectives import check_consistency
+from ._params import tensor_list
+from ._validate import check_int
+from .consistency import check_consistency
+from .fusion import Fusion
 
 __all__ = ["LeaderSGD"]
 
@@ -80,20 +82,20 @@ class LeaderSGD:
         if self.pull + self.global_pull > 1.0:
             raise ValueError(f"pull + global_pull must be <= 1 (a larger combined pull "
                              f"overshoots the leaders), got {pull} + {global_pull}")
-        self.global_period = _check_int("global_period", global_period, 1)
+        self.global_period = check_int("global_period", global_period, 1)
         self.period = (max(1, self.global_period // 4) if period is None
-                       else _check_int("period", period, 1))
-        self.window = _check_int("window", window, 1)
+                       else check_int("period", period, 1))
+        self.window = check_int("window", window, 1)
         if select_by not in _SELECT:
             raise ValueError(f"select_by must be one of {_SELECT}, got {select_by!r}")
         if common_loss is not None and not callable(common_loss):
             raise ValueError("common_loss must be a callable returning this worker's loss on "
                              "the common batch (or pass the value to step(common_loss=...))")
         if group_size is not None:
-            group_size = _check_int("group_size", group_size, 1)
+            group_size = check_int("group_size", group_size, 1)
         self.select_by = select_by
         self._common_fn = common_loss
-        self._params = _tensor_list(params)
+        self._params = tensor_list(params)
         if not self._params:
             raise ValueError("params is empty")
 
@@ -104,8 +106,9 @@ class LeaderSGD:
         #: world ranks of this rank's group, in group-rank order
         self.group_ranks = [int(r) for r in self.group.allgather_object(self.comm.rank)]
 
-        self._fused = _Fused(self._params)
-        self._bufs = None  # per dtype group: [x, local target, global target], made lazily
+        # per bucket three buffers, allocated at first use: x (copy 0), the local leader's
+        # parameters (copy 1), the global leader's (copy 2)
+        self._fusion = Fusion(self._params, copies=3)
         self._losses: deque = deque(maxlen=self.window)
         self.step_count = 0
         self.num_local_rounds = 0
@@ -182,12 +185,6 @@ class LeaderSGD:
         self._pull(ll if local else None, gl)
         return True
 
-    def _buffers(self):
-        if self._bufs is None:
-            f = self._fused
-            self._bufs = [[f.new(g), f.new(g), f.new(g)] for g in range(len(f.groups))]
-        return self._bufs
-
     def _pull(self, ll, gl) -> None:
         """Broadcast the leaders' parameters (fused by dtype) and pull toward them."""
         me = self.comm.rank
@@ -195,15 +192,16 @@ class LeaderSGD:
         b = self.global_pull if gl is not None and gl != me else 0.0
         # When this group's local leader is the global leader, one broadcast serves both.
         local_bcast = ll is not None and ll != gl
-        f = self._fused
-        for g, (x, tl, tg) in enumerate(self._buffers()):
+        f = self._fusion
+        for bucket in f.buckets:
+            x, tl, tg = (f.buffer(bucket, copy) for copy in range(3))
             if gl is not None:
                 if me == gl:
-                    f.pack(g, tg)
+                    f.pack(bucket, copy=2)
                 self.comm.broadcast_(tg, gl)
             if local_bcast:
                 if me == ll:
-                    f.pack(g, tl)
+                    f.pack(bucket, copy=1)
                 self.group.broadcast_(tl, self.group_ranks.index(ll))
             if a + b == 0.0:
                 continue  # a leader is not pulled toward itself: its parameters stay bitwise
@@ -213,9 +211,9 @@ class LeaderSGD:
                 target = tl
             else:                    # both: pull by a+b toward (a tl + b tg)/(a+b)
                 target = ops.axpby(tl, tg, a / (a + b), b / (a + b), out=tl)
-            f.pack(g, x)
+            f.pack(bucket, copy=0)
             ops.pull_(x, target, a + b)  # x <- x - (a+b)(x - target): one fused pass
-            f.unpack(g, x)
+            f.unpack(bucket, x)
 
     # -- evaluation ---------------------------------------------------------------------
 
@@ -228,23 +226,17 @@ class LeaderSGD:
         loss, or common loss); ``"average"``: the mean of all workers' parameters."""
         if kind not in ("leader", "average"):
             raise ValueError(f"kind must be 'leader' or 'average', got {kind!r}")
-        f = self._fused
+        f = self._fusion
         out = [p.detach().clone() for p in self._params]
-        out_fused = _Fused(out)
-        if kind == "leader":
-            _, gl = self._select(self._score(common_loss), True)
-            for g in range(len(f.groups)):
-                buf = f.new(g)
-                f.pack(g, buf)
+        gl = self._select(self._score(common_loss), True)[1] if kind == "leader" else None
+        for bucket in f.buckets:
+            buf = f.pack(bucket, copy=0)  # x's scratch: free outside a round
+            if kind == "leader":
                 self.comm.broadcast_(buf, gl)
-                out_fused.unpack(g, buf)
-        else:
-            for g in range(len(f.groups)):
-                buf = f.new(g)
-                f.pack(g, buf)
+            else:
                 self.comm.allreduce_(buf, "sum")
                 buf.div_(self.comm.size)
-                out_fused.unpack(g, buf)
+            f.unpack(bucket, buf, out)
         return out
 
     # -- state --------------------------------------------------------------------------
@@ -257,10 +249,10 @@ class LeaderSGD:
                 "local_leader": self.local_leader, "global_leader": self.global_leader}
 
     def load_state_dict(self, state: dict) -> None:
-        self.step_count = _check_int("state['step']", state["step"], 0)
+        self.step_count = check_int("state['step']", state["step"], 0)
         self._losses = deque((float(v) for v in state["losses"]), maxlen=self.window)
-        self.num_local_rounds = _check_int("num_local_rounds", state["num_local_rounds"], 0)
-        self.num_global_rounds = _check_int("num_global_rounds", state["num_global_rounds"], 0)
+        self.num_local_rounds = check_int("num_local_rounds", state["num_local_rounds"], 0)
+        self.num_global_rounds = check_int("num_global_rounds", state["num_global_rounds"], 0)
         self.local_leader = state.get("local_leader")
         self.global_leader = state.get("global_leader")
 

@@ -23,37 +23,10 @@ from numbers import Real
 
 import numpy as np
 
-from . import _C
-from ._kernels import (CUDA, Buf, addr, check_cuda_available, empty, float64_array, host_offsets,
-                       is_tensor, plan, same_kind, stream, workspace)
+from . import _op_impl as _impl
+from ._buffers import is_tensor, torch_module
 
 __all__ = ["segment_dots", "adasum_combine", "gram", "solve_spd", "weighted_sum", "axpby", "pull_"]
-
-
-def _numel(buf: Buf) -> int:
-    return math.prod(buf.shape)
-
-
-def _flat_pair(a, b, names=("a", "b")):
-    ba, bb = Buf(a, names[0]), Buf(b, names[1])
-    same_kind(ba, bb, names[1], names[0])
-    if ba.shape != bb.shape:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, "
-                         f"got {ba.shape} and {bb.shape}")
-    check_cuda_available(ba, names[0])
-    return ba, bb
-
-
-def _out_buf(out, like: Buf, shape, name="out") -> Buf:
-    bo = Buf(out, name)
-    same_kind(like, bo, name, "the inputs")
-    if bo.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {bo.shape}")
-    return bo
-
-
-def _offsets_for(offsets, length):
-    return host_offsets(offsets if offsets is not None else np.array([0, length], np.int64), length)
 
 
 def _torch_ops():
@@ -65,14 +38,14 @@ def _offsets_tensor(offsets, length):
     """Offsets for a torch custom op: a CPU int64 tensor. A tensor is passed through unchanged
     (the implementation validates it with host_offsets), so no numpy runs while torch.compile
     traces the call."""
-    import torch
+    torch = torch_module()
     if isinstance(offsets, torch.Tensor):
         return offsets
     if offsets is None:
         return torch.tensor([0, length], dtype=torch.int64)
     if torch.compiler.is_compiling():  # numpy/list offsets while tracing: no numpy checks here
         return torch.as_tensor(offsets, dtype=torch.int64)
-    return torch.from_numpy(_offsets_for(offsets, length))
+    return torch.from_numpy(_impl.offsets_for(offsets, length))
 
 
 def _require_tensors(ref_name, **named):
@@ -89,136 +62,8 @@ def _float64_tensor(value, like, name):
     converted to float64 tensors on the data's device, like float64_array does for numpy."""
     if value is None or is_tensor(value):
         return value
-    import torch
+    torch = torch_module()
     return torch.as_tensor(np.asarray(value, dtype=np.float64), device=like.device)
-
-
-# ---------------------------------------------------------------------------------------------
-# Implementations (numpy and torch alike); the torch custom ops call these.
-
-
-def _segment_dots(a, b, offsets):
-    ba, bb = _flat_pair(a, b)
-    p = plan(host_offsets(offsets, _numel(ba)), ba)
-    dots = empty(ba, (p.num_segments, 3), float64=True)
-    keep, ws = workspace(ba, "segment_dots", p)
-    _C.segment_dots(ba.code, ba.device, ba.ptr, bb.ptr, p.layout, addr(dots), ws, stream(ba))
-    return dots
-
-
-def _check_weights(weights):
-    if len(weights) != 2 or not all(isinstance(w, Real) and w > 0 and math.isfinite(w)
-                                    for w in weights):
-        raise ValueError(f"weights must be two positive finite numbers (n1, n2), got {weights!r}")
-    n1, n2 = float(weights[0]), float(weights[1])
-    return n1 / (n1 + n2), n2 / (n1 + n2)
-
-
-def _adasum_combine(a, b, offsets, out, dots, weights):
-    ba, bb = _flat_pair(a, b)
-    wa, wb = _check_weights(weights)
-    p = plan(host_offsets(offsets, _numel(ba)), ba)
-    if out is None:
-        out = empty(ba, ba.shape)
-    bo = _out_buf(out, ba, ba.shape)
-    if dots is not None:
-        dots = float64_array(dots, ba, "dots", (p.num_segments, 3))
-    keep, ws = workspace(ba, "adasum_combine", p) if dots is None else (None, 0)
-    _C.adasum_combine(ba.code, ba.device, ba.ptr, bb.ptr, bo.ptr, p.layout, addr(dots), wa, wb,
-                      ws, stream(ba))
-    return out
-
-
-def _vectors(vectors, name="vectors"):
-    bv = Buf(vectors, name)
-    if len(bv.shape) != 2 or bv.shape[0] < 1:
-        raise ValueError(f"{name} must be a 2-D [k, n] buffer with k >= 1, got shape {bv.shape}")
-    check_cuda_available(bv, name)
-    return bv
-
-
-def _gram(vectors, offsets, rhs):
-    bv = _vectors(vectors)
-    k, n = bv.shape
-    br = None
-    if rhs is not None:
-        br = Buf(rhs, "rhs")
-        same_kind(bv, br, "rhs", "vectors")
-        if _numel(br) != n:
-            raise ValueError(f"rhs must have n={n} elements (one row of vectors), got {br.shape}")
-    p = plan(host_offsets(offsets, n), bv, gram=True)
-    g = empty(bv, (p.num_segments, k, k), float64=True)
-    r = empty(bv, (p.num_segments, k), float64=True) if br is not None else None
-    keep, ws = workspace(bv, "gram", p, k, br is not None)
-    _C.gram(bv.code, bv.device, bv.ptr, k, br.ptr if br else 0, p.layout, addr(g), addr(r), ws,
-            stream(bv))
-    if br is not None and br.ptr == 0:
-        # an empty (n = 0) torch tensor has data_ptr() 0, which the kernel reads as "no rhs" and
-        # leaves rhs_dots unwritten: the products over empty segments are 0
-        r[...] = 0
-    return g, r
-
-
-def _solve_spd(gram, rhs, ridge):
-    bg, br = Buf(gram, "gram"), Buf(rhs, "rhs")
-    same_kind(bg, br, "rhs", "gram")
-    if bg.dtype_name != "float64":
-        raise TypeError(f"gram must be float64 (as returned by accord.ops.gram), got {bg.dtype_name}")
-    if len(bg.shape) != 3 or bg.shape[1] != bg.shape[2]:
-        raise ValueError(f"gram must have shape [L, k, k], got {bg.shape}")
-    L, k = bg.shape[0], bg.shape[1]
-    if br.shape != (L, k):
-        raise ValueError(f"rhs must have shape [L, k] = {(L, k)}, got {br.shape}")
-    if k > 128:
-        raise ValueError(f"solve_spd supports k <= 128 vectors, got k={k}")
-    if not (isinstance(ridge, Real) and ridge >= 0 and math.isfinite(ridge)):
-        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
-    check_cuda_available(bg, "gram")
-    x = empty(bg, (L, k), float64=True)
-    if bg.device == CUDA:
-        nbytes = _C.workspace_bytes(CUDA, "solve_spd", plan(np.zeros(L + 1, np.int64), bg).layout, k)
-        import torch
-        ws_t = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=gram.device)
-        ws = ws_t.data_ptr()
-    else:
-        ws = 0
-    _C.solve_spd(bg.device, bg.ptr, br.ptr, L, k, float(ridge), addr(x), ws, stream(bg))
-    return x
-
-
-def _weighted_sum(vectors, weights, offsets, out):
-    bv = _vectors(vectors)
-    k, n = bv.shape
-    p = plan(host_offsets(offsets, n), bv)
-    w = float64_array(weights, bv, "weights", (p.num_segments, k))
-    if out is None:
-        out = empty(bv, (n,))
-    bo = Buf(out, "out")
-    same_kind(bv, bo, "out", "vectors")
-    if _numel(bo) != n:
-        raise ValueError(f"out must have n={n} elements, got shape {bo.shape}")
-    _C.weighted_sum(bv.code, bv.device, bv.ptr, k, addr(w), p.layout, bo.ptr, stream(bv))
-    return out
-
-
-def _segment_coefficient(value, like: Buf, name: str, num_segments: int):
-    if isinstance(value, Real):
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        value = np.full(num_segments, float(value))
-    return float64_array(value, like, name, (num_segments,))
-
-
-def _axpby(x, y, alpha, beta, offsets, out):
-    bx, by = _flat_pair(x, y, ("x", "y"))
-    p = plan(_offsets_for(offsets, _numel(bx)), bx)
-    al = _segment_coefficient(alpha, bx, "alpha", p.num_segments)
-    be = _segment_coefficient(beta, bx, "beta", p.num_segments)
-    if out is None:
-        out = empty(bx, bx.shape)
-    bo = _out_buf(out, bx, bx.shape)
-    _C.axpby(bx.code, bx.device, bx.ptr, by.ptr, bo.ptr, p.layout, addr(al), addr(be), stream(bx))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +75,7 @@ def segment_dots(a, b, offsets):
     if is_tensor(a):
         _require_tensors("a", b=b)
         return _torch_ops().segment_dots(a, b, _offsets_tensor(offsets, a.numel()))
-    return _segment_dots(a, b, offsets)
+    return _impl.segment_dots(a, b, offsets)
 
 
 def adasum_combine(a, b, offsets, out=None, *, dots=None, weights=(1, 1)):
@@ -244,7 +89,7 @@ def adasum_combine(a, b, offsets, out=None, *, dots=None, weights=(1, 1)):
     """
     if is_tensor(a):
         _require_tensors("a", b=b, out=out)
-        _check_weights(weights)
+        _impl.check_weights(weights)
         weights = [float(w) for w in weights]
         dots = _float64_tensor(dots, a, "dots")
         t = _torch_ops()
@@ -253,7 +98,7 @@ def adasum_combine(a, b, offsets, out=None, *, dots=None, weights=(1, 1)):
             return t.adasum_combine(a, b, off, dots, weights)
         t.adasum_combine_out(a, b, off, dots, weights, out)
         return out
-    return _adasum_combine(a, b, offsets, out, dots, weights)
+    return _impl.adasum_combine(a, b, offsets, out, dots, weights)
 
 
 def gram(vectors, offsets, rhs=None):
@@ -265,7 +110,7 @@ def gram(vectors, offsets, rhs=None):
         _require_tensors("vectors", rhs=rhs)
         g, r = _torch_ops().gram(vectors, _offsets_tensor(offsets, vectors.shape[-1]), rhs)
     else:
-        g, r = _gram(vectors, offsets, rhs)
+        g, r = _impl.gram(vectors, offsets, rhs)
     return g if rhs is None else (g, r)
 
 
@@ -279,7 +124,7 @@ def solve_spd(gram, rhs, ridge=0.0):
     if is_tensor(gram):
         _require_tensors("gram", rhs=rhs)
         return _torch_ops().solve_spd(gram, rhs, float(ridge))
-    return _solve_spd(gram, rhs, ridge)
+    return _impl.solve_spd(gram, rhs, ridge)
 
 
 def weighted_sum(vectors, weights, offsets, out=None):
@@ -293,7 +138,7 @@ def weighted_sum(vectors, weights, offsets, out=None):
             return t.weighted_sum(vectors, weights, off)
         t.weighted_sum_out(vectors, weights, off, out)
         return out
-    return _weighted_sum(vectors, weights, offsets, out)
+    return _impl.weighted_sum(vectors, weights, offsets, out)
 
 
 def axpby(x, y, alpha, beta, offsets=None, out=None):
@@ -309,11 +154,11 @@ def axpby(x, y, alpha, beta, offsets=None, out=None):
             return t.axpby(x, y, al, be, off)
         t.axpby_out(x, y, al, be, off, out)
         return out
-    return _axpby(x, y, alpha, beta, offsets, out)
+    return _impl.axpby(x, y, alpha, beta, offsets, out)
 
 
 def _as_segment_tensor(value, num_segments, like, name):
-    import torch
+    torch = torch_module()
     if isinstance(value, Real):
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")

@@ -63,9 +63,9 @@ would shrink it by the loss scale: use ``keep_scale=True`` or ``weighting="gram"
 The aggregator's momentum is keyed by bucket index; save ``opt.consensus.state_dict()`` with
 the optimizer's.
 
-Threading: mpi4py initialises MPI with ``MPI_THREAD_MULTIPLE``; accord needs at least
-``MPI_THREAD_SERIALIZED`` (it falls back to reducing on the calling thread, without overlap,
-below that). While a reduction is in flight only the worker thread communicates on the optimizer's
+Threading: the background thread needs ``MPI_THREAD_MULTIPLE`` (what mpi4py asks for by
+default), since the main thread may call MPI while a reduction runs; with a lower thread level
+the reductions run on the calling thread, without overlap. While a reduction is in flight only the worker thread communicates on the optimizer's
 communicator: do not issue other collectives on the same communicator from inside backward (e.g.
 SyncBatchNorm on torch's default group when accord also runs on it); give accord its own
 communicator instead (``accord.init()`` over MPI uses a private duplicate of COMM_WORLD).
@@ -74,56 +74,70 @@ Limits: sparse gradients are not supported; closures are evaluated once, before 
 (LBFGS, which evaluates its closure repeatedly, is not supported); parameters whose
 ``requires_grad`` changes or that are added after wrapping are not reduced (an error says so):
 wrap after freezing/unfreezing.
+
+Lifecycle: the wrapper registers one gradient hook per parameter and may start one thread.
+``close()`` removes both; so does wrapping the same parameters again (the previous wrapper is
+closed and refuses to step afterwards) and dropping the last reference to the wrapper. An
+exception raised inside backward by the wrapper's hooks (e.g. a sparse gradient) resets the
+step's bookkeeping before it propagates, so the next backward starts clean.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
 import math
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from . import topology
+from . import ops, topology
 from ._kernels import dtype_code
-from .collectives import (ReduceOp, _op, broadcast_parameters, check_consistency,
-                          fusion_threshold)
+from .consistency import check_consistency
+from .fusion import Fusion
+from .reduce_op import ReduceOp, parse_op
 
-__all__ = ["DistributedOptimizer", "broadcast_optimizer_state"]
+__all__ = ["DistributedOptimizer"]
 
 
 class _Bucket:
-    """A fixed run of parameters reduced as one flat buffer (``offsets``: per-tensor segments)."""
-    __slots__ = ("index", "params", "offsets", "counts", "ready", "future")
+    """Per-cycle state of one fusion bucket: the parameters, how many gradients of each have
+    been accumulated, and the reduction in flight."""
+    __slots__ = ("fused", "params", "offsets", "counts", "ready", "future")
 
-    def __init__(self, index, params):
-        self.index, self.params = index, params
-        self.offsets = np.zeros(len(params) + 1, dtype=np.int64)
-        np.cumsum([p.numel() for p in params], out=self.offsets[1:])
+    def __init__(self, fused, params):
+        self.fused, self.params, self.offsets = fused, params, fused.offsets
         self.counts = [0] * len(params)
         self.ready = 0
         self.future = None
 
-
-def _make_buckets(params, threshold):
-    buckets, current, nbytes, key = [], [], 0, None
-    for p in params:
-        k = (p.dtype, p.device)
-        size = p.numel() * p.element_size()
-        if current and (k != key or nbytes + size > threshold):
-            buckets.append(_Bucket(len(buckets), current))
-            current, nbytes = [], 0
-        current.append(p)
-        nbytes += size
-        key = k
-    if current:
-        buckets.append(_Bucket(len(buckets), current))
-    return buckets
+    @property
+    def index(self) -> int:
+        return self.fused.index
 
 
-def _pack(tensors):
-    return torch.cat([t.detach().reshape(-1) for t in tensors])
+# Which live wrapper manages each parameter: a second wrapper over the same parameters closes
+# the first, whose hooks would otherwise keep firing (and keep it alive) as long as the model.
+_OWNERS: "weakref.WeakValueDictionary[int, _DistributedMixin]" = weakref.WeakValueDictionary()
+
+
+def _hook(ref, p):
+    """post-accumulate-grad hook trampoline: holds the wrapper weakly, so a wrapper nobody
+    references is collected (and its finaliser removes the hooks) instead of living as long as
+    the model's parameters."""
+    opt = ref()
+    if opt is not None:
+        opt._on_grad(p)
+
+
+def _release(handles, executor_box) -> None:
+    for h in handles:
+        h.remove()
+    handles.clear()
+    if executor_box[0] is not None:
+        executor_box[0].shutdown(wait=True)
+        executor_box[0] = None
 
 
 class _DistributedMixin:
@@ -133,37 +147,92 @@ class _DistributedMixin:
         self._reduce_op, self._param_names, self._bpps, self._comm = op, names, bpps, comm
         self._consensus = consensus
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        bad = None
         if op is ReduceOp.ADASUM:
-            for p in params:
-                dtype_code(p, f"parameter {names.get(id(p), '?')}")
-        # Reverse order: backward produces the last layers' gradients first (as DDP buckets).
-        threshold = fusion_threshold()
+            try:
+                for p in params:
+                    dtype_code(p, f"parameter {names.get(id(p), '?')}")
+            except TypeError as e:
+                bad = e
+        threshold = None
         if op is ReduceOp.CONSENSUS and consensus.granularity == "model":
             # One weight set per call: "model" must see the whole model in one buffer.
             if len({(p.dtype, p.device) for p in params}) > 1:
-                raise ValueError("op=accord.Consensus with granularity='model' needs every "
+                bad = ValueError("op=accord.Consensus with granularity='model' needs every "
                                  "parameter in one dtype and device (one fused buffer); use "
                                  "ConsensusAggregator(granularity='layer')")
             threshold = math.inf
-        self._acc_buckets = _make_buckets(params[::-1], threshold)
-        self._bucket_of = {id(p): (b, j) for b in self._acc_buckets for j, p in enumerate(b.params)}
+        # Reverse order: backward produces the last layers' gradients first (as DDP buckets).
+        ordered = params[::-1]
         check_consistency(comm, f"DistributedOptimizer:{op.value}:{bpps}:{predivide}",
-                          [p.detach() for b in self._acc_buckets for p in b.params])
+                          [p.detach() for p in ordered], local_error=bad)
+        # copies: the gradients (Average/Sum/Consensus), or Adasum's parameters-before and
+        # update side by side; allocated on first use, reused every step.
+        self._fusion = Fusion(ordered, threshold, copies=2 if op is ReduceOp.ADASUM else 1)
+        self._acc_buckets = [_Bucket(fb, self._fusion.members(fb)) for fb in self._fusion.buckets]
+        self._bucket_of = {id(p): (b, j) for b in self._acc_buckets for j, p in enumerate(b.params)}
         n = comm.size
         self._prescale = 1.0 / predivide if op is ReduceOp.AVERAGE else 1.0
         self._postscale = predivide / n if op is ReduceOp.AVERAGE else 1.0
         self._reduces_grads = op is not ReduceOp.ADASUM
-        self._executor = None
         self._threaded = self._reduces_grads and n > 1 and _threads_ok(comm)
+        self._executor_box = [None]  # shared with the finaliser, which must not hold self
         self._next_bucket = 0        # first bucket not yet launched this cycle
         self._grads_synced = False   # reduced (Adasum: checked) since the last backward/step
         self._sync_skipped = False
         self._callback_queued = False
-        self._grad_hooks = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        self._closed = False
+        for p in params:
+            old = _OWNERS.get(id(p))
+            if old is not None and old is not self:
+                old.close()
+        ref = weakref.ref(self)
+        self._grad_hooks = [p.register_post_accumulate_grad_hook(lambda q, ref=ref: _hook(ref, q))
+                            for p in params]
+        self._finalizer = weakref.finalize(self, _release, self._grad_hooks, self._executor_box)
+        for p in params:
+            _OWNERS[id(p)] = self
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove the gradient hooks and stop the background thread (waiting for a reduction in
+        flight). Idempotent. The wrapper cannot step afterwards; the wrapped optimizer's state
+        and parameters are untouched. Wrapping the same parameters again closes the previous
+        wrapper; dropping the last reference to a wrapper closes it too."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wait_in_flight()
+        self._finalizer()
+        for p in [p for b in self._acc_buckets for p in b.params]:
+            if _OWNERS.get(id(p)) is self:
+                del _OWNERS[id(p)]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _require_open(self):
+        if self._closed:
+            raise RuntimeError("this accord.DistributedOptimizer was closed (close() was called, "
+                               "or the same parameters were wrapped again); use the newer "
+                               "wrapper, or wrap the optimizer again")
 
     # -- per-cycle state ------------------------------------------------------------------------
 
+    def _wait_in_flight(self):
+        """Wait for reductions still running (their results or errors no longer matter): the
+        next cycle reuses their buffers."""
+        for b in self._acc_buckets:
+            if b.future is not None:
+                try:
+                    b.future.result()
+                except BaseException:
+                    pass
+
     def _reset_cycle(self):
+        self._wait_in_flight()
         for b in self._acc_buckets:
             b.counts = [0] * len(b.params)
             b.ready, b.future = 0, None
@@ -171,7 +240,19 @@ class _DistributedMixin:
         self._callback_queued = False
 
     def _on_grad(self, p):
-        """post-accumulate-grad hook (autograd thread): count, launch full buckets in order."""
+        """post-accumulate-grad hook (autograd thread): count, launch full buckets in order.
+        An exception here (a sparse gradient, a failed launch) resets the cycle before it
+        propagates out of backward, so the wrapper stays usable."""
+        if self._closed:
+            return
+        try:
+            self._count_grad(p)
+        except BaseException:
+            self._reset_cycle()
+            self._grads_synced = False
+            raise
+
+    def _count_grad(self, p):
         if self._grads_synced:  # a backward after synchronize() and before step(): new reduction
             self._grads_synced = False
             self._reset_cycle()
@@ -193,6 +274,8 @@ class _DistributedMixin:
 
     def _end_of_backward(self):
         self._callback_queued = False
+        if self._closed:
+            return
         if _current_autograd_node() is not None:
             # The end of a nested backward (reentrant checkpointing) inside a running one: not
             # the end of this pass. Later hooks of the outer pass queue the callback again.
@@ -208,17 +291,19 @@ class _DistributedMixin:
             elif g.is_sparse:
                 raise TypeError(f"accord.DistributedOptimizer: sparse gradient for parameter "
                                 f"{self._param_names.get(id(p), '?')} is not supported")
-            grads.append(g if g.dtype == p.dtype else g.to(p.dtype))
-        flat = _pack(grads)  # a private copy: the worker never touches p.grad
+            grads.append(g)
+        # A private copy (the worker never touches p.grad), into the bucket's reused buffer.
+        flat = self._fusion.pack_values(b.fused, grads)
         event = None
         if flat.is_cuda:
             event = torch.cuda.Event()
             event.record()
         if self._threaded:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1,
-                                                    thread_name_prefix="accord-reduce")
-            b.future = self._executor.submit(self._reduce, flat, b.offsets, b.index, event)
+            if self._executor_box[0] is None:
+                self._executor_box[0] = ThreadPoolExecutor(max_workers=1,
+                                                           thread_name_prefix="accord-reduce")
+            b.future = self._executor_box[0].submit(self._reduce, flat, b.offsets, b.index,
+                                                    event)
         else:
             b.future = Future()
             b.future.set_result(self._reduce(flat, b.offsets, b.index, event))
@@ -257,6 +342,7 @@ class _DistributedMixin:
         launched; missing gradients count as zeros) and write the reduced gradients back.
         Adasum: agree across ranks on non-finite gradients (module doc). Idempotent until the
         next backward or step()."""
+        self._require_open()
         if self._grads_synced:
             return
         self._check_params()
@@ -283,11 +369,23 @@ class _DistributedMixin:
 
     def _agree_nonfinite(self):
         params = [p for b in self._acc_buckets for p in b.params]
-        finite: dict = {}  # one device sync per device, not per tensor
-        for p in params:
-            if p.grad is not None:
-                finite.setdefault(p.grad.device, []).append(torch.isfinite(p.grad).all())
-        local = not all(bool(torch.stack(v).all()) for v in finite.values())
+        # |g|^2 per bucket in float64 by the fused kernel: NaN or Inf in any gradient makes it
+        # non-finite. The gradients are packed into the update buffer, which step() has not
+        # taken yet: no allocation.
+        local = False
+        for b in self._acc_buckets:
+            grads = [p.grad if p.grad is not None else p.detach()[:0] for p in b.params]
+            if all(g.numel() == 0 for g in grads):
+                continue
+            flat = self._fusion.buffer(b.fused, copy=1)
+            for g, lo, hi in zip(grads, b.offsets[:-1], b.offsets[1:]):
+                if g.numel():
+                    flat[lo:hi].copy_(g.reshape(-1))
+                else:
+                    flat[lo:hi].zero_()
+            whole = np.array([0, b.fused.numel], dtype=np.int64)
+            sq = ops.segment_dots(flat, flat, whole)
+            local = local or not math.isfinite(float(sq[0, 1]))
         if self._comm.size > 1:
             anywhere = bool(self._comm.allreduce_small(np.array([int(local)], np.int64),
                                                        "max")[0])
@@ -321,6 +419,7 @@ class _DistributedMixin:
             self._sync_skipped = False
 
     def step(self, closure=None):
+        self._require_open()
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -342,14 +441,14 @@ class _DistributedMixin:
     @torch.no_grad()
     def _adasum_step(self):
         from .adasum import adasum_allreduce_
-        before = [_pack(b.params) for b in self._acc_buckets]
+        fusion = self._fusion
+        before = [fusion.pack(b.fused, copy=0) for b in self._acc_buckets]
         super().step()
         for b, flat in zip(self._acc_buckets, before):
-            delta = _pack(b.params).sub_(flat)
+            delta = fusion.pack(b.fused, copy=1).sub_(flat)
             adasum_allreduce_(delta, b.offsets, self._comm)
             flat.add_(delta)
-            for p, s, e in zip(b.params, b.offsets[:-1], b.offsets[1:]):
-                p.copy_(flat[s:e].view(p.shape))
+            fusion.unpack(b.fused, flat)
 
 
 def _current_autograd_node():
@@ -361,7 +460,9 @@ def _threads_ok(comm) -> bool:
     if getattr(comm, "mpi_comm", None) is None:
         return True  # torch.distributed process groups may be used from any thread
     from mpi4py import MPI
-    return MPI.Query_thread() >= MPI.THREAD_SERIALIZED
+    # SERIALIZED is not enough: the main thread may call MPI (another collective, a barrier)
+    # while the worker is inside the reduction.
+    return MPI.Query_thread() >= MPI.THREAD_MULTIPLE
 
 
 _CLASSES: dict = {}
@@ -420,11 +521,7 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
     if isinstance(optimizer, torch.optim.LBFGS):
         raise ValueError("LBFGS evaluates its closure several times per step; "
                          "accord.DistributedOptimizer does not support it")
-    try:
-        op = _op(op)
-    except ValueError:
-        raise ValueError("op must be accord.Average, accord.Sum, accord.Adasum or "
-                         f"accord.Consensus, got {op!r}") from None
+    op = parse_op(op)
     if (isinstance(backward_passes_per_step, bool) or
             not isinstance(backward_passes_per_step, int) or backward_passes_per_step < 1):
         raise ValueError("backward_passes_per_step must be an int >= 1, got "
@@ -456,90 +553,3 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
     wrapped.__dict__.update({k: v for k, v in optimizer.__dict__.items() if k != "step"})
     wrapped._accord_setup(op, names, backward_passes_per_step, float(f), comm, consensus)
     return wrapped
-
-
-# -------------------------------------------------------------------------------------------------
-# broadcast_optimizer_state
-
-
-class _TensorSlot(tuple):
-    """Placeholder for the i-th tensor of a state dict: (index, dtype name, shape)."""
-
-
-def _strip(obj, tensors):
-    if isinstance(obj, torch.Tensor):
-        tensors.append(obj)
-        return _TensorSlot((len(tensors) - 1, str(obj.dtype).replace("torch.", ""),
-                            tuple(obj.shape)))
-    if isinstance(obj, dict):
-        return type(obj)((k, _strip(v, tensors)) for k, v in obj.items())
-    if isinstance(obj, list):
-        return [_strip(v, tensors) for v in obj]
-    if isinstance(obj, tuple) and not isinstance(obj, _TensorSlot):
-        items = [_strip(v, tensors) for v in obj]
-        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
-    return obj
-
-
-def _fill(obj, tensors):
-    if isinstance(obj, _TensorSlot):
-        return tensors[obj[0]]
-    if isinstance(obj, dict):
-        return type(obj)((k, _fill(v, tensors)) for k, v in obj.items())
-    if isinstance(obj, list):
-        return [_fill(v, tensors) for v in obj]
-    if isinstance(obj, tuple):
-        items = [_fill(v, tensors) for v in obj]
-        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
-    return obj
-
-
-def broadcast_optimizer_state(optimizer, root_rank: int = 0, *, comm=None) -> None:
-    """Make every rank's optimizer state and hyperparameters (lr, momentum, ...) ``root_rank``'s.
-
-    Works whether or not the other ranks already have state (e.g. before the first step, when
-    Adam/momentum buffers do not exist yet): the root's ``state_dict()`` structure travels as one
-    small pickled object, its tensors in fused broadcasts, and the other ranks
-    ``load_state_dict()`` the result (tensors are moved to each parameter's device there).
-    Collective. Raises ValueError on every rank if the param_groups do not match the root's.
-    """
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
-                        f"{type(optimizer).__name__}")
-    comm = comm if comm is not None else topology.communicator()
-    if not 0 <= root_rank < comm.size:
-        raise ValueError(f"root_rank must be in [0, {comm.size}), got {root_rank}")
-    if comm.size == 1:
-        return
-    sd = optimizer.state_dict()
-    tensors: list = []
-    skeleton = _strip(sd, tensors)
-    layout = [len(g["params"]) for g in sd["param_groups"]]
-    me = comm.rank == root_rank
-    every = comm.allgather_object((skeleton if me else None, layout))
-    root_skeleton, root_layout = every[root_rank]
-    bad = [r for r, (_, lay) in enumerate(every) if lay != root_layout]
-    if bad:  # every rank sees every layout, so all raise together
-        raise ValueError(f"broadcast_optimizer_state: parameters per group differ from root "
-                         f"rank {root_rank}'s {root_layout} on ranks {bad}")
-    if me:
-        bufs = [t.detach().cpu() for t in tensors]
-    else:
-        bufs = []
-        _collect_slots(root_skeleton, bufs)
-        bufs = [torch.empty(shape, dtype=getattr(torch, dtype)) for _, dtype, shape in
-                sorted(bufs)]
-    broadcast_parameters(bufs, root_rank, comm=comm)
-    if not me:
-        optimizer.load_state_dict(_fill(root_skeleton, bufs))
-
-
-def _collect_slots(obj, out):
-    if isinstance(obj, _TensorSlot):
-        out.append(tuple(obj))
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            _collect_slots(v, out)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _collect_slots(v, out)

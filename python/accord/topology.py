@@ -9,13 +9,24 @@ from launcher environment variables, so they are right under any launcher.
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 from .comm.base import Communicator
 
 _NOT_INIT = "accord.init() has not been called"
 
-# (communicator, local_rank, local_size) while initialised.
+# (communicator, local_rank, local_size, whether accord made the communicator) while initialised.
 _state: tuple | None = None
+
+# Process-wide caches of the layers above (fusion scratch, hook communicators) register here
+# to be dropped by shutdown(), without this module importing them.
+_RELEASE_HOOKS: list = []
+
+
+def on_shutdown(release: Callable[[], None]) -> None:
+    """Call ``release()`` at every :func:`shutdown` (and re-:func:`init`)."""
+    if release not in _RELEASE_HOOKS:
+        _RELEASE_HOOKS.append(release)
 
 
 def _make_communicator(comm) -> Communicator:
@@ -26,7 +37,7 @@ def _make_communicator(comm) -> Communicator:
         if module.startswith("mpi4py"):
             from .comm.mpi import MPICommunicator
 
-            return MPICommunicator(comm)
+            return MPICommunicator(comm)  # raises a clear error for MPI.COMM_NULL
         if module.startswith("torch"):  # a torch.distributed ProcessGroup
             from .comm.torch_dist import TorchCommunicator
 
@@ -52,8 +63,9 @@ def _make_communicator(comm) -> Communicator:
         ) from None
     from .comm.mpi import MPICommunicator
 
-    # A private duplicate keeps accord's messages apart from the program's own traffic.
-    return MPICommunicator(MPI.COMM_WORLD.Dup())
+    # A private duplicate keeps accord's messages apart from the program's own traffic; accord
+    # owns it, so shutdown() frees it.
+    return MPICommunicator(MPI.COMM_WORLD.Dup(), owned=True)
 
 
 def init(comm=None) -> Communicator:
@@ -68,21 +80,35 @@ def init(comm=None) -> Communicator:
     * a torch.distributed ProcessGroup (wrapped in :class:`~accord.comm.TorchCommunicator`);
     * an :class:`~accord.comm.Communicator`, used as is.
 
-    Calling ``init`` again replaces the communicator (every rank must do so); the previous
-    one is simply dropped. MPI and torch.distributed themselves are neither initialised
-    beyond what the choice above implies, nor finalised by :func:`shutdown`.
+    Calling ``init`` again replaces the communicator (every rank must do so), releasing the
+    previous one as :func:`shutdown` does. MPI and torch.distributed themselves are neither
+    initialised beyond what the choice above implies, nor finalised by :func:`shutdown`.
     """
     global _state
+    if _state is not None:
+        shutdown()
     c = _make_communicator(comm)
     local = c.local_split()
-    _state = (c, local.rank, local.size)
+    _state = (c, local.rank, local.size, c is not comm)
     return c
 
 
 def shutdown() -> None:
-    """Forget the process-wide communicator. MPI / torch.distributed stay initialised."""
+    """Release the process-wide communicator and everything accord built on it: the duplicate
+    of COMM_WORLD that ``init()`` made, sub-communicators and process groups accord created,
+    cached reducers and fusion scratch. A communicator the program passed to :func:`init`
+    stays the program's (only what accord derived from it is freed). Collective. MPI and
+    torch.distributed stay initialised."""
     global _state
-    _state = None
+    state, _state = _state, None
+    for release in _RELEASE_HOOKS:
+        release()
+    if state is not None:
+        comm, _, _, made_here = state
+        if made_here:
+            comm.close()
+        else:  # a Communicator the program passed in stays usable: only accord's state goes
+            comm.release()
 
 
 def is_initialized() -> bool:

@@ -188,10 +188,14 @@ def main():
     a = accord.allreduce(torch.from_numpy(every[rank].astype(np.float32)), comm=comm)
     check_close(a, np.mean(every, axis=0), rtol=1e-5, atol=1e-6, msg="average")
 
-    # in place on a non-contiguous tensor
+    # in place on a non-contiguous tensor: the result lands in the caller's strided tensor
     t = torch.from_numpy(np.stack([every[rank]] * 2)).t()
-    accord.allreduce_(t, op=accord.Adasum, comm=comm)
     check(not t.is_contiguous(), "test setup: tensor should be non-contiguous")
+    accord.allreduce_(t, op=accord.Adasum, comm=comm)
+    col = every[rank].size
+    tree = adasum_tree([np.stack([e] * 2).T.copy().reshape(-1) for e in every],
+                       np.array([0, 2 * col])).reshape(col, 2)
+    check_close(t, tree, rtol=1e-10, atol=1e-12, msg="in-place Adasum, non-contiguous tensor")
 
     # hierarchical: fake nodes of 2 ranks (when N is even), Adasum tree over node averages
     if N % 2 == 0 and backend() == "mpi":

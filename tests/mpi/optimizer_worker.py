@@ -3,7 +3,10 @@ numpy references built from every rank's local gradients. Launched by tests/test
 from __future__ import annotations
 
 import copy
+import gc
 import math
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -488,11 +491,151 @@ def check_bad_input(comm):
                                                                op="consensus"), "not an allreduce")
     # a parameter unfrozen after wrapping would silently not be reduced: loud error instead
     # (raised by the end-of-backward synchronize, on every rank)
-    D(sgd())
+    opt = D(sgd())
     model.frozen.requires_grad_(True)
     expect_raises(RuntimeError, lambda: model(batch(comm.rank, 95)).backward(),
                   "wrap the optimizer after freezing")
     model.frozen.requires_grad_(False)
+    opt.close()
+
+
+def reduce_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("accord-reduce")]
+
+
+def check_lifecycle(comm):
+    rank, N = comm.rank, comm.size
+    # Wrapping again after unfreezing (the documented flow) closes the first wrapper: its hooks
+    # stop firing, so the newly trainable parameter is reduced instead of raising.
+    model = make_model()
+    opt1 = wrap(model)
+    model.frozen.requires_grad_(True)
+    opt2 = wrap(model)
+    check(opt1.closed and not opt2.closed, "re-wrapping must close the previous wrapper")
+    x = batch(rank, 200)
+    expected = gather(comm, local_grads(model, x)).mean(0)
+    model(x).backward()
+    check_close(grads_of(model), expected, rtol=1e-12, atol=1e-15, msg="re-wrapped backward")
+    opt2.step()
+    expect_raises(RuntimeError, opt1.step, "closed")
+    # close(): hooks gone (gradients stay local), worker thread stopped
+    opt2.close()
+    opt2.close()  # idempotent
+    check(not reduce_threads(), "close() must stop the background thread")
+    model.zero_grad()
+    model(x).backward()
+    check_close(grads_of(model), local_grads(model, x), rtol=0, atol=0,
+                msg="after close() the hooks must not reduce")
+    model.frozen.requires_grad_(False)
+    # dropping the last reference closes it too (the hooks hold it weakly)
+    opt3 = wrap(model)
+    model.zero_grad()
+    model(x).backward()
+    opt3.step()
+    del opt3
+    gc.collect()
+    check(not reduce_threads(), "a collected wrapper must stop its thread")
+    model.zero_grad()
+    model(x).backward()
+    check_close(grads_of(model), local_grads(model, x), rtol=0, atol=0,
+                msg="a collected wrapper's hooks must be gone")
+
+
+def check_exception_in_hook(comm):
+    """A failure inside backward (every rank, at the second bucket) leaves the wrapper usable."""
+    rank = comm.rank
+    default = accord.fusion_threshold()
+    accord.set_fusion_threshold(200)
+    model = make_model()
+    opt = wrap(model)
+    accord.set_fusion_threshold(default)
+    check(len(opt._acc_buckets) > 2, "test setup: several buckets")
+    real_pack, calls = opt._fusion.pack_values, []
+
+    def failing_pack(bucket, *a, **kw):
+        calls.append(bucket.index)
+        if bucket.index == 1 and len(calls) < 3:
+            raise RuntimeError("injected failure")
+        return real_pack(bucket, *a, **kw)
+    opt._fusion.pack_values = failing_pack
+    x = batch(rank, 300)
+    expect_raises(RuntimeError, lambda: model(x).backward(), "injected failure")
+    opt._fusion.pack_values = real_pack
+    model.zero_grad()
+    x = batch(rank, 301)
+    expected = gather(comm, local_grads(model, x)).mean(0)
+    p0 = flat(trainable(model))
+    model(x).backward()
+    check_close(grads_of(model), expected, rtol=1e-12, atol=1e-15,
+                msg="backward after a failed backward")
+    opt.step()
+    check_close(flat(trainable(model)), p0 - LR * expected, rtol=1e-12, atol=1e-15,
+                msg="step after a failed backward")
+    opt.close()
+
+
+class SlowBackward(torch.autograd.Function):
+    """Identity whose backward sleeps: the first layer's gradient arrives late."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        time.sleep(0.5)
+        return g
+
+
+def check_overlap(comm):
+    """With a thread-capable transport, the last layers' bucket is reduced while backward is
+    still running: its reduction has *finished* before the first layer's gradient arrives."""
+    if not accord.optimizer._threads_ok(comm) or comm.size == 1:
+        return
+    rank = comm.rank
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    default = accord.fusion_threshold()
+    accord.set_fusion_threshold(8 * 8 * 3)  # last layer's weight and bias in bucket 0
+    opt = accord.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=LR))
+    accord.set_fusion_threshold(default)
+    check(len(opt._acc_buckets) >= 2, "test setup: several buckets")
+    seen = []
+    model[0].weight.register_post_accumulate_grad_hook(
+        lambda p: seen.append(opt._acc_buckets[0].future.done()))
+    h = model[0](batch(rank, 400))
+    loss = (model[2](torch.tanh(SlowBackward.apply(h))) ** 2).mean()
+    loss.backward()
+    check(seen == [True], "bucket 0 was not reduced while backward ran (no overlap)")
+    opt.close()
+
+
+def check_no_step_allocation(comm):
+    """After the first step, a step allocates no model-sized buffers (fusion scratch reused):
+    the bytes a wrapped step allocates exceed a plain optimizer's step by far less than the
+    model (backward's own gradient temporaries are in both)."""
+    from torch.profiler import ProfilerActivity, profile
+    big = nn.Sequential(nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 64)).double()
+    nbytes = sum(p.numel() * p.element_size() for p in big.parameters())
+    x = torch.randn(4, 256, dtype=torch.float64)
+
+    def allocated_per_step(opt):
+        def step():
+            opt.zero_grad(set_to_none=False)
+            big(x).pow(2).mean().backward()
+            opt.step()
+        step()
+        step()
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+        return sum(e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0)
+
+    plain = allocated_per_step(torch.optim.SGD(big.parameters(), lr=1e-3))
+    for op in (accord.Average, accord.Adasum):
+        opt = accord.DistributedOptimizer(torch.optim.SGD(big.parameters(), lr=1e-3), op=op)
+        extra = allocated_per_step(opt) - plain
+        check(extra < nbytes // 4, f"{op}: a step allocated {extra} bytes more than a plain "
+              f"optimizer's (model {nbytes} bytes): fusion buffers not reused")
+        opt.close()
 
 
 def main():
@@ -508,6 +651,10 @@ def main():
     check_broadcast_state(comm)
     check_wrapper_behaviour(comm)
     check_bad_input(comm)
+    check_lifecycle(comm)
+    check_exception_in_hook(comm)
+    check_overlap(comm)
+    check_no_step_allocation(comm)
     comm.barrier()
     if comm.rank == 0:
         print(f"optimizer_worker: all checks passed on {N} ranks ({backend()})")

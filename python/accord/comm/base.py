@@ -24,16 +24,9 @@ Buffer conventions shared by every method that takes a buffer:
 from __future__ import annotations
 
 import abc
-import sys
-from typing import Any
+from typing import Any, Callable
 
 _REDUCE_OPS = ("sum", "max", "min")
-
-
-def _is_torch_tensor(x: Any) -> bool:
-    """True if ``x`` is a torch tensor, without importing torch."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _check_op(op: str) -> str:
@@ -56,6 +49,10 @@ class Communicator(abc.ABC):
     # Implementations set ``_rank`` and ``_size`` at construction (a communicator's group is fixed).
     _rank: int
     _size: int
+    #: Whether accord created the underlying handle (a duplicate, a split) and so frees it in
+    #: :meth:`close`; a handle the program passed in stays the program's.
+    owned: bool = False
+    _closed: bool = False
 
     @property
     def rank(self) -> int:
@@ -163,6 +160,50 @@ class Communicator(abc.ABC):
         Use after an unrecoverable error on one rank so that peers blocked in a collective
         do not hang. Does not return.
         """
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def derived(self, key, make: Callable[[], Any]) -> Any:
+        """An object built from this communicator (an Adasum reducer, a node topology), made by
+        ``make()`` on first use and kept until :meth:`close`, so its lifetime is the
+        communicator's rather than the process's. ``make`` may be collective: every rank asks
+        for the same keys in the same order."""
+        cache = self.__dict__.setdefault("_derived", {})
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    def close(self) -> None:
+        """Release what accord made for this communicator: cached derived objects, the
+        sub-communicators of :meth:`split` and :meth:`local_split`, and the underlying handle if
+        accord created it (:attr:`owned`). Collective; idempotent. The communicator cannot be
+        used afterwards."""
+        if self._closed:
+            return
+        self.release()
+        self._closed = True
+        if self.owned:
+            self._free()
+
+    def release(self) -> None:
+        """Drop what accord derived from this communicator (cached objects, sub-communicators)
+        but keep the communicator itself usable; :meth:`close` does this first. Collective."""
+        self.__dict__.pop("_derived", None)
+        subs = list(getattr(self, "_splits", {}).values())
+        local = getattr(self, "_local", None)
+        if local is not None and all(local is not s for s in subs):
+            subs.append(local)
+        self._splits, self._local = {}, None
+        for sub in subs:
+            if sub is not None:
+                sub.close()
+
+    def _free(self) -> None:
+        """Free the underlying handle (called by :meth:`close` when :attr:`owned`)."""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} backend={self.backend} rank={self.rank} size={self.size}>"

@@ -7,7 +7,9 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from .base import Communicator, _check_op, _is_torch_tensor
+from .._buffers import is_tensor as _is_torch_tensor
+from .._buffers import torch_module
+from .base import Communicator, _check_op
 
 _ndarray = np.ndarray
 
@@ -46,7 +48,7 @@ _bf16 = _i16 = None
 def _torch_mod():
     global _torch, _bf16, _i16
     if _torch is None:
-        _torch = sys.modules["torch"]
+        _torch = torch_module()
         _bf16, _i16 = _torch.bfloat16, _torch.int16
     return _torch
 
@@ -87,16 +89,22 @@ class MPICommunicator(Communicator):
     accord's MPI transport is not CUDA-aware; CUDA buffers are staged through host memory;
     use torch.distributed with NCCL for GPU tensors.
 
-    The communicator is used as given (not duplicated); sub-communicators made by
-    :meth:`split` and :meth:`local_split` live until MPI is finalized.
+    The communicator is used as given (not duplicated) and stays the caller's unless
+    ``owned=True``; sub-communicators made by :meth:`split` and :meth:`local_split` are accord's
+    and are freed by :meth:`close`.
     """
 
     backend = "mpi"
 
-    def __init__(self, comm=None):
+    def __init__(self, comm=None, *, owned: bool = False):
         if comm is None:
             comm = MPI.COMM_WORLD
+        if comm == MPI.COMM_NULL:
+            raise ValueError("MPICommunicator(comm): comm is MPI.COMM_NULL (this process is not "
+                             "a member); pass a communicator this process belongs to, e.g. "
+                             "MPI.COMM_WORLD")
         self._comm = comm
+        self.owned = owned
         self._rank = comm.Get_rank()
         self._size = comm.Get_size()
         self._splits: dict = {}
@@ -214,16 +222,20 @@ class MPICommunicator(Communicator):
         if partition in self._splits:
             return self._splits[partition]
         sub = self._comm.Split(MPI.UNDEFINED if color is None else color, key)
-        result = None if sub == MPI.COMM_NULL else MPICommunicator(sub)
+        result = None if sub == MPI.COMM_NULL else MPICommunicator(sub, owned=True)
         self._splits[partition] = result
         return result
 
     def local_split(self):
         if self._local is None:
             self._local = MPICommunicator(
-                self._comm.Split_type(MPI.COMM_TYPE_SHARED, key=self._rank)
+                self._comm.Split_type(MPI.COMM_TYPE_SHARED, key=self._rank), owned=True
             )
         return self._local
+
+    def _free(self):
+        if not MPI.Is_finalized() and self._comm != MPI.COMM_NULL:
+            self._comm.Free()
 
     def abort(self, code=1):
         sys.stdout.flush()

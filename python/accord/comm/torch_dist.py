@@ -89,12 +89,13 @@ class TorchCommunicator(Communicator):
     ranks. Communicators made by :meth:`split` already are.
     """
 
-    def __init__(self, group=None):
+    def __init__(self, group=None, *, owned: bool = False):
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError(
                 "TorchCommunicator needs torch.distributed.init_process_group() to have run"
             )
         self._group = group
+        self.owned = owned and group is not None
         self._rank = dist.get_rank(group)
         if self._rank < 0:
             raise ValueError("this process is not a member of the given process group")
@@ -257,7 +258,7 @@ class TorchCommunicator(Communicator):
                     mine = pg
         elif color is not None:
             mine = self._new_group(members[color], local_sync=True)
-        result = None if color is None else TorchCommunicator(mine)
+        result = None if color is None else TorchCommunicator(mine, owned=True)
         if result is not None and result._device.type == "cuda":
             result.barrier()  # NCCL: set the communicator up collectively (see class doc)
         self._splits[partition] = result
@@ -269,6 +270,10 @@ class TorchCommunicator(Communicator):
             color = sorted(set(hosts)).index(hosts[self._rank])
             self._local = self.split(color, self._rank)
         return self._local
+
+    def _free(self):
+        if dist.is_initialized():
+            dist.destroy_process_group(self._group)
 
     def abort(self, code=1):
         print(

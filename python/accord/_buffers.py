@@ -1,0 +1,77 @@
+"""Helpers over the two kinds of buffer accord accepts, numpy arrays and torch tensors.
+
+torch is never imported here: a tensor is recognised by its type's module, so numpy-only users
+(mpi4py training loops) never pay for importing torch. Everything that needs torch asks
+:func:`torch_module`, which only returns the module a caller's tensor already proves is loaded.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+__all__ = ["is_tensor", "torch_module", "numel", "addr", "describe", "is_contiguous",
+           "flat_view", "BoundedCache"]
+
+
+def is_tensor(x) -> bool:
+    """True for a torch tensor (any subclass), without importing torch."""
+    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+
+
+def torch_module():
+    """The torch module: imported on first use (callers hold torch tensors or need torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        import torch
+    return torch
+
+
+def numel(x) -> int:
+    return x.numel() if is_tensor(x) else int(np.size(x))
+
+
+def addr(x) -> int:
+    """Address of the first element; 0 for ``None`` (the kernels' "no buffer")."""
+    if x is None:
+        return 0
+    return x.data_ptr() if is_tensor(x) else x.ctypes.data
+
+
+def describe(x) -> str:
+    """``dtype[shape]@device``: how a buffer shows up in error messages and signatures."""
+    if is_tensor(x):
+        return f"{str(x.dtype).replace('torch.', '')}{list(x.shape)}@{x.device.type}"
+    if isinstance(x, np.ndarray):
+        return f"{x.dtype}{list(x.shape)}@cpu"
+    return type(x).__name__
+
+
+def is_contiguous(x) -> bool:
+    return x.is_contiguous() if is_tensor(x) else x.flags.c_contiguous
+
+
+def flat_view(x):
+    """1-D view of a contiguous buffer (no copy)."""
+    return x.view(-1) if is_tensor(x) else x.reshape(-1)
+
+
+class BoundedCache(dict):
+    """A dict that forgets everything once it holds ``limit`` entries.
+
+    Caches keyed by layouts or shapes must not grow without bound when a program keeps
+    producing new ones; a training loop reuses a handful, so dropping all of them on overflow
+    costs one rebuild and keeps the code free of eviction bookkeeping.
+    """
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def get_or_make(self, key, make):
+        value = self.get(key)
+        if value is None:
+            if len(self) >= self.limit:
+                self.clear()
+            value = self[key] = make()
+        return value

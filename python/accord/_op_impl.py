@@ -1,0 +1,168 @@
+"""The validated implementations behind ``accord.ops``, for numpy arrays and torch tensors.
+
+``accord.ops`` calls these directly for numpy arrays and for eager torch tensors; the
+``torch.library`` custom ops of ``accord._torch_ops`` (used while tracing, e.g. under
+``torch.compile``) call the same functions, so both paths share one set of checks.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import numpy as np
+
+from . import _C
+from ._buffers import addr, torch_module
+from ._kernels import (CUDA, MAX_SOLVE_K, Buf, check_cuda_available, empty, float64_array,
+                       host_offsets, plan, same_kind, stream, workspace)
+
+def numel_of(buf: Buf) -> int:
+    return math.prod(buf.shape)
+
+
+def flat_pair(a, b, names=("a", "b")):
+    ba, bb = Buf(a, names[0]), Buf(b, names[1])
+    same_kind(ba, bb, names[1], names[0])
+    if ba.shape != bb.shape:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, "
+                         f"got {ba.shape} and {bb.shape}")
+    check_cuda_available(ba, names[0])
+    return ba, bb
+
+
+def out_buf(out, like: Buf, shape, name="out") -> Buf:
+    bo = Buf(out, name)
+    same_kind(like, bo, name, "the inputs")
+    if bo.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {bo.shape}")
+    return bo
+
+
+def offsets_for(offsets, length):
+    return host_offsets(offsets if offsets is not None else np.array([0, length], np.int64), length)
+
+
+
+
+def segment_dots(a, b, offsets):
+    ba, bb = flat_pair(a, b)
+    p = plan(host_offsets(offsets, numel_of(ba)), ba)
+    dots = empty(ba, (p.num_segments, 3), float64=True)
+    keep, ws = workspace(ba, "segment_dots", p)
+    _C.segment_dots(ba.code, ba.device, ba.ptr, bb.ptr, p.layout, addr(dots), ws, stream(ba))
+    return dots
+
+
+def check_weights(weights):
+    if len(weights) != 2 or not all(isinstance(w, Real) and w > 0 and math.isfinite(w)
+                                    for w in weights):
+        raise ValueError(f"weights must be two positive finite numbers (n1, n2), got {weights!r}")
+    n1, n2 = float(weights[0]), float(weights[1])
+    return n1 / (n1 + n2), n2 / (n1 + n2)
+
+
+def adasum_combine(a, b, offsets, out, dots, weights):
+    ba, bb = flat_pair(a, b)
+    wa, wb = check_weights(weights)
+    p = plan(host_offsets(offsets, numel_of(ba)), ba)
+    if out is None:
+        out = empty(ba, ba.shape)
+    bo = out_buf(out, ba, ba.shape)
+    if dots is not None:
+        dots = float64_array(dots, ba, "dots", (p.num_segments, 3))
+    keep, ws = workspace(ba, "adasum_combine", p) if dots is None else (None, 0)
+    _C.adasum_combine(ba.code, ba.device, ba.ptr, bb.ptr, bo.ptr, p.layout, addr(dots), wa, wb,
+                      ws, stream(ba))
+    return out
+
+
+def vectors_buf(vectors, name="vectors"):
+    bv = Buf(vectors, name)
+    if len(bv.shape) != 2 or bv.shape[0] < 1:
+        raise ValueError(f"{name} must be a 2-D [k, n] buffer with k >= 1, got shape {bv.shape}")
+    check_cuda_available(bv, name)
+    return bv
+
+
+def gram(vectors, offsets, rhs):
+    bv = vectors_buf(vectors)
+    k, n = bv.shape
+    br = None
+    if rhs is not None:
+        br = Buf(rhs, "rhs")
+        same_kind(bv, br, "rhs", "vectors")
+        if numel_of(br) != n:
+            raise ValueError(f"rhs must have n={n} elements (one row of vectors), got {br.shape}")
+    p = plan(host_offsets(offsets, n), bv, gram=True)
+    g = empty(bv, (p.num_segments, k, k), float64=True)
+    r = empty(bv, (p.num_segments, k), float64=True) if br is not None else None
+    keep, ws = workspace(bv, "gram", p, k, br is not None)
+    _C.gram(bv.code, bv.device, bv.ptr, k, br.ptr if br else 0, p.layout, addr(g), addr(r), ws,
+            stream(bv))
+    if br is not None and br.ptr == 0:
+        # an empty (n = 0) torch tensor has data_ptr() 0, which the kernel reads as "no rhs" and
+        # leaves rhs_dots unwritten: the products over empty segments are 0
+        r[...] = 0
+    return g, r
+
+
+def solve_spd(gram, rhs, ridge):
+    bg, br = Buf(gram, "gram"), Buf(rhs, "rhs")
+    same_kind(bg, br, "rhs", "gram")
+    if bg.dtype_name != "float64":
+        raise TypeError(f"gram must be float64 (as returned by accord.ops.gram), got {bg.dtype_name}")
+    if len(bg.shape) != 3 or bg.shape[1] != bg.shape[2]:
+        raise ValueError(f"gram must have shape [L, k, k], got {bg.shape}")
+    L, k = bg.shape[0], bg.shape[1]
+    if br.shape != (L, k):
+        raise ValueError(f"rhs must have shape [L, k] = {(L, k)}, got {br.shape}")
+    if k > MAX_SOLVE_K:
+        raise ValueError(f"solve_spd supports k <= {MAX_SOLVE_K} vectors, got k={k}")
+    if not (isinstance(ridge, Real) and ridge >= 0 and math.isfinite(ridge)):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    check_cuda_available(bg, "gram")
+    x = empty(bg, (L, k), float64=True)
+    if bg.device == CUDA:
+        nbytes = _C.workspace_bytes(CUDA, "solve_spd", plan(np.zeros(L + 1, np.int64), bg).layout, k)
+        torch = torch_module()
+        ws_t = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=gram.device)
+        ws = ws_t.data_ptr()
+    else:
+        ws = 0
+    _C.solve_spd(bg.device, bg.ptr, br.ptr, L, k, float(ridge), addr(x), ws, stream(bg))
+    return x
+
+
+def weighted_sum(vectors, weights, offsets, out):
+    bv = vectors_buf(vectors)
+    k, n = bv.shape
+    p = plan(host_offsets(offsets, n), bv)
+    w = float64_array(weights, bv, "weights", (p.num_segments, k))
+    if out is None:
+        out = empty(bv, (n,))
+    bo = Buf(out, "out")
+    same_kind(bv, bo, "out", "vectors")
+    if numel_of(bo) != n:
+        raise ValueError(f"out must have n={n} elements, got shape {bo.shape}")
+    _C.weighted_sum(bv.code, bv.device, bv.ptr, k, addr(w), p.layout, bo.ptr, stream(bv))
+    return out
+
+
+def segment_coefficient(value, like: Buf, name: str, num_segments: int):
+    if isinstance(value, Real):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        value = np.full(num_segments, float(value))
+    return float64_array(value, like, name, (num_segments,))
+
+
+def axpby(x, y, alpha, beta, offsets, out):
+    bx, by = flat_pair(x, y, ("x", "y"))
+    p = plan(offsets_for(offsets, numel_of(bx)), bx)
+    al = segment_coefficient(alpha, bx, "alpha", p.num_segments)
+    be = segment_coefficient(beta, bx, "beta", p.num_segments)
+    if out is None:
+        out = empty(bx, bx.shape)
+    bo = out_buf(out, bx, bx.shape)
+    _C.axpby(bx.code, bx.device, bx.ptr, by.ptr, bo.ptr, p.layout, addr(al), addr(be), stream(bx))
+    return out
