@@ -79,7 +79,7 @@ from numbers import Real
 
 import numpy as np
 
-from . import _C, topology
+from . import _C, consensus_rules, topology
 from ._buffers import BoundedCache, addr, describe, is_tensor, numel, torch_module
 from ._kernels import CPU, CUDA, MAX_SOLVE_K, Flat, Plan, host_offsets
 from .consistency import check_consistency
@@ -90,8 +90,6 @@ __all__ = ["ConsensusAggregator"]
 _GRANULARITIES = ("model", "layer")
 _WEIGHTINGS = ("diagonal", "gram")
 _NONFINITE = ("raise", "skip")
-# Uniform fallback when the clamped smoothed scores sum to at most this times the mean norm.
-_SUM_TOL = 1e-12
 _STATE_VERSION = 1
 # Host buffers whose per-rank slice is at least this many bytes move through pairwise sendrecv
 # (alltoall) and a ring of sendrecv (allgather) straight between the caller's buffer and the
@@ -413,152 +411,189 @@ class ConsensusAggregator:
         lay = self._layout(off, flat, N, rank)
         key, entry = self._entry(off, key, lay.units, N)
         scr = self._scratch_for(flat, lay, N)
-        U = lay.units
-
-        # 1. slice k of every worker's gradient lands on rank k
-        B = lay.block
-        L = lay.lens[rank]
-        # N = 2 on the CPU: the pair kernels take one pointer per row, so a full-length own
-        # slice is read (and overwritten by the result) in place, without the own-row copy
+        exchange = _exchange_for(lay, N)
+        # N = 2 on the CPU: two rows, so the single-pass pair kernels (segment_dots gives the
+        # whole 2x2 Gram matrix, axpby the weighted sum) replace gram / weighted_sum; they take
+        # one pointer per row, so the own slice can stay in the caller's buffer.
         pair = N == 2 and flat.device == CPU
-        own_in_place = pair and lay.p2p and L == B
-        if N == 1:
-            vec = flat.ptr
-        elif lay.p2p:  # pairwise exchange, no padding copy; own slice copied in (N > 2)
-            if not own_in_place:
-                _copy(scr.recv[rank * B:rank * B + L], flat_view[rank * B:rank * B + L])
-            for s in range(1, N):
-                dest, src = (rank + s) % N, (rank - s) % N
-                comm.sendrecv(flat_view[dest * B:dest * B + lay.lens[dest]], dest,
-                              scr.recv[src * B:src * B + L], src)
-            vec = scr.recv_ptr
-        else:
-            if lay.padded:
-                scr.pad[:lay.n] = flat_view
-                comm.alltoall(scr.pad, scr.recv)
-            else:
-                comm.alltoall(flat_view, scr.recv)
-            vec = scr.recv_ptr
+        rows = exchange.scatter(comm, flat, flat_view, lay, scr, own_in_place=pair)
 
-        # 2. partial Gram entries of the slice, one small allreduce
-        if pair:  # two rows: the fused pair-dots kernel gives (a.b, a.a, b.b) in one pass
-            rows = [vec, vec + B * flat.itemsize]
-            if own_in_place:
-                rows[rank] = flat.at(rank * B)
+        # partial Gram entries of this rank's slice, then one small allreduce
+        part = self._partial_gram(flat, lay, scr, rows, pair, N)
+        if N > 1:
+            comm.allreduce_(part, "sum")
+
+        if not np.isfinite(part).all():
+            return self._nonfinite(buf, flat_view, part, lay.units, N)
+        if self.weighting == "diagonal":
+            weights, coef, scores = consensus_rules.diagonal_rule(
+                part, entry.scores, N, self.momentum, self.eps, self.keep_scale)
+            entry.scores = scores
+        else:
+            weights = coef = consensus_rules.gram_rule(part, N, self.ridge)
+        entry.step += 1
+        self._entries[key] = entry
+        self._num_workers = N
+        self.last_weights = weights
+
+        # this rank's slice of G, then every slice to every rank
+        out = exchange.out_ptr(flat, lay, scr, rank)
+        if pair:  # out = c0 row0 + c1 row1 per unit: the elementwise axpby kernel
+            c0 = np.ascontiguousarray(coef[:, 0])
+            c1 = np.ascontiguousarray(coef[:, 1])
+            _C.axpby(flat.code, CPU, rows.ptrs[0], rows.ptrs[1], out, lay.sum_plan.layout,
+                     c0.ctypes.data, c1.ctypes.data, 0)  # elementwise: out may be a row
+        else:
+            coef_buf = (torch_module().as_tensor(coef, device=flat.obj.device)
+                        if flat.device == CUDA else np.ascontiguousarray(coef))
+            _C.weighted_sum(flat.code, flat.device, rows.vec, N, addr(coef_buf),
+                            lay.sum_plan.layout, out, flat.stream)
+        exchange.gather(comm, flat_view, lay, scr, rank)
+        return buf
+
+    def _partial_gram(self, flat: Flat, lay: _Layout, scr: _Scratch, rows, pair: bool, N: int):
+        """This rank's slice's contribution to what the rule needs, float64 on the host:
+        diagonal [U, 2, N] (norms^2, row sums), gram [U, N, N]."""
+        U = lay.units
+        if pair:
             dots = scr.gram[:3 * U]
-            _C.segment_dots(flat.code, CPU, rows[0], rows[1], lay.sum_plan.layout,
+            _C.segment_dots(flat.code, CPU, rows.ptrs[0], rows.ptrs[1], lay.sum_plan.layout,
                             dots.ctypes.data, 0, 0)
             d = dots.reshape(U, 3)
             K = np.empty((U, 2, 2))
             K[:, 0, 0], K[:, 1, 1], K[:, 0, 1], K[:, 1, 0] = d[:, 1], d[:, 2], d[:, 0], d[:, 0]
         else:
             ws = addr(lay.gram_ws) if lay.gram_ws is not None else 0
-            _C.gram(flat.code, flat.device, vec, N, 0, lay.gram_plan.layout, addr(scr.gram), 0,
-                    ws, flat.stream)
-            gram = scr.gram
-            if flat.device == CUDA:
-                gram = gram.cpu().numpy()
+            _C.gram(flat.code, flat.device, rows.vec, N, 0, lay.gram_plan.layout,
+                    addr(scr.gram), 0, ws, flat.stream)
+            gram = scr.gram.cpu().numpy() if flat.device == CUDA else scr.gram
             K = gram[:U * N * N].reshape(U, N, N)
-        if self.weighting == "diagonal":
-            part = np.empty((U, 2, N), dtype=np.float64)
-            part[:, 0] = np.diagonal(K, axis1=1, axis2=2)
-            with np.errstate(invalid="ignore"):  # inf - inf with non-finite input: NaN
-                part[:, 1] = K.sum(axis=2)
-        else:
-            part = np.ascontiguousarray(K)
-        if N > 1:
-            comm.allreduce_(part, "sum")
+        if self.weighting == "gram":
+            return np.ascontiguousarray(K)
+        part = np.empty((U, 2, N), dtype=np.float64)
+        part[:, 0] = np.diagonal(K, axis1=1, axis2=2)
+        with np.errstate(invalid="ignore"):  # inf - inf with non-finite input: NaN
+            part[:, 1] = K.sum(axis=2)
+        return part
 
-        # 3. identical weights on every rank
-        if not np.isfinite(part).all():
-            bad = np.nonzero(~np.isfinite(part.reshape(U, -1)).all(axis=1))[0]
-            if self.nonfinite == "raise":
-                raise FloatingPointError(
-                    "accord.consensus: the gradients contain NaN or Inf (non-finite float64 Gram "
-                    f"entries in unit(s) {bad[:8].tolist()}{' ...' if bad.size > 8 else ''} "
-                    "after the allreduce); nothing was aggregated and the momentum state is "
-                    "unchanged. Use nonfinite='skip' to return zeros instead.")
-            self.skipped_steps += 1
-            self.last_weights = np.zeros((U, N))
-            if is_tensor(buf):
-                flat_view.zero_()
-            else:
-                flat_view[...] = 0
-            return buf
-        if self.weighting == "diagonal":
-            weights, coef, scores = self._diagonal(part, entry, N)
-            entry.scores = scores
+    def _nonfinite(self, buf, flat_view, part, U: int, N: int):
+        """NaN/Inf in the allreduced entries: the same decision on every rank."""
+        bad = np.nonzero(~np.isfinite(part.reshape(U, -1)).all(axis=1))[0]
+        if self.nonfinite == "raise":
+            raise FloatingPointError(
+                "accord.consensus: the gradients contain NaN or Inf (non-finite float64 Gram "
+                f"entries in unit(s) {bad[:8].tolist()}{' ...' if bad.size > 8 else ''} "
+                "after the allreduce); nothing was aggregated and the momentum state is "
+                "unchanged. Use nonfinite='skip' to return zeros instead.")
+        self.skipped_steps += 1
+        self.last_weights = np.zeros((U, N))
+        if is_tensor(buf):
+            flat_view.zero_()
         else:
-            weights = coef = self._gram(part, N)
-        entry.step += 1
-        self._entries[key] = entry
-        self._num_workers = N
-        self.last_weights = weights
+            flat_view[...] = 0
+        return buf
 
-        # 4. slice k of G, then allgather
-        if flat.device == CUDA:
-            coef_buf = torch_module().as_tensor(coef, device=flat.obj.device)
+
+# ---------------------------------------------------------------------------------------------
+# How the data moves: slice k of every worker's gradient to rank k, and G's slices back.
+
+
+class _Rows:
+    """Where the kernels find the N rows of this rank's slice: ``vec`` (an [N, block] buffer)
+    and, for the pair kernels, one pointer per row."""
+    __slots__ = ("vec", "ptrs")
+
+    def __init__(self, vec: int, ptrs=None):
+        self.vec, self.ptrs = vec, ptrs
+
+
+class _LocalExchange:
+    """N = 1: the buffer is the only row; G is written in place."""
+
+    @staticmethod
+    def scatter(comm, flat, flat_view, lay, scr, own_in_place):
+        return _Rows(flat.ptr)
+
+    @staticmethod
+    def out_ptr(flat, lay, scr, rank):
+        return flat.ptr
+
+    @staticmethod
+    def gather(comm, flat_view, lay, scr, rank):
+        pass
+
+
+class _PairwiseExchange:
+    """Host buffers with large slices: N-1 pairwise sendrecvs straight from the caller's
+    buffer (no padding copy) and a ring allgather straight into it (no self copy)."""
+
+    @staticmethod
+    def scatter(comm, flat, flat_view, lay, scr, own_in_place):
+        N, rank, B = comm.size, comm.rank, lay.block
+        L = lay.lens[rank]
+        in_place = own_in_place and L == B  # the own row is read from the caller's buffer
+        if not in_place:
+            _copy(scr.recv[rank * B:rank * B + L], flat_view[rank * B:rank * B + L])
+        for s in range(1, N):
+            dest, src = (rank + s) % N, (rank - s) % N
+            comm.sendrecv(flat_view[dest * B:dest * B + lay.lens[dest]], dest,
+                          scr.recv[src * B:src * B + L], src)
+        ptrs = None
+        if own_in_place:
+            ptrs = [scr.recv_ptr + j * B * flat.itemsize for j in range(N)]
+            if in_place:
+                ptrs[rank] = flat.at(rank * B)
+        return _Rows(scr.recv_ptr, ptrs)
+
+    @staticmethod
+    def out_ptr(flat, lay, scr, rank):
+        # a full-length slice is written straight into the caller's buffer
+        return flat.at(rank * lay.block) if lay.lens[rank] == lay.block else scr.out_ptr
+
+    @staticmethod
+    def gather(comm, flat_view, lay, scr, rank):
+        N, B = comm.size, lay.block
+        L = lay.lens[rank]
+        if L != B:
+            _copy(flat_view[rank * B:rank * B + L], scr.out[:L])
+        right, left = (rank + 1) % N, (rank - 1) % N
+        for s in range(N - 1):
+            sb, rb = (rank - s) % N, (rank - s - 1) % N
+            comm.sendrecv(flat_view[sb * B:sb * B + lay.lens[sb]], right,
+                          flat_view[rb * B:rb * B + lay.lens[rb]], left)
+
+
+class _CollectiveExchange:
+    """Device buffers and small slices: comm.alltoall / comm.allgather (NCCL collectives on the
+    GPU; fewer latency steps for small host buffers), through a zero-padded copy when the
+    length is not a multiple of N."""
+
+    @staticmethod
+    def scatter(comm, flat, flat_view, lay, scr, own_in_place):
+        if lay.padded:
+            scr.pad[:lay.n] = flat_view
+            comm.alltoall(scr.pad, scr.recv)
         else:
-            coef_buf = np.ascontiguousarray(coef)
-        direct = N == 1 or (lay.p2p and L == B)  # N = 1: in place is safe (one vector)
-        out = flat.at(rank * B) if direct else scr.out_ptr
-        if pair:  # out = c0 row0 + c1 row1 per unit: the elementwise axpby kernel
-            c0 = np.ascontiguousarray(coef[:, 0])
-            c1 = np.ascontiguousarray(coef[:, 1])
-            _C.axpby(flat.code, CPU, rows[0], rows[1], out, lay.sum_plan.layout,
-                     c0.ctypes.data, c1.ctypes.data, 0)  # elementwise: out may be a row
-        else:
-            _C.weighted_sum(flat.code, flat.device, vec, N, addr(coef_buf), lay.sum_plan.layout,
-                            out, flat.stream)
-        if N == 1:
-            return buf
-        if lay.p2p:  # ring allgather straight into the buffer: no self copy
-            if not direct:
-                _copy(flat_view[rank * B:rank * B + L], scr.out[:L])
-            right, left = (rank + 1) % N, (rank - 1) % N
-            for s in range(N - 1):
-                sb, rb = (rank - s) % N, (rank - s - 1) % N
-                comm.sendrecv(flat_view[sb * B:sb * B + lay.lens[sb]], right,
-                              flat_view[rb * B:rb * B + lay.lens[rb]], left)
-        elif lay.padded:
+            comm.alltoall(flat_view, scr.recv)
+        ptrs = None
+        if own_in_place:
+            ptrs = [scr.recv_ptr + j * lay.block * flat.itemsize for j in range(comm.size)]
+        return _Rows(scr.recv_ptr, ptrs)
+
+    @staticmethod
+    def out_ptr(flat, lay, scr, rank):
+        return scr.out_ptr
+
+    @staticmethod
+    def gather(comm, flat_view, lay, scr, rank):
+        if lay.padded:
             comm.allgather(scr.out, scr.pad)
             _copy(flat_view, scr.pad[:lay.n])
         else:
             comm.allgather(scr.out, flat_view)
-        return buf
 
-    def _diagonal(self, part, entry: _Entry, N: int):
-        """Weights from the allreduced norms^2 and row sums: (w [U,N], coefficients, scores)."""
-        sq, rows = part[:, 0], part[:, 1]
-        norms = np.sqrt(np.maximum(sq, 0.0))
-        denom = norms + self.eps
-        safe = np.where(denom > 0, denom, 1.0)
-        a = np.where(denom > 0, rows / N / safe, 0.0)  # <gbar, g_i> / (|g_i| + eps)
-        p = np.argsort(a, axis=1, kind="stable")
-        v = np.take_along_axis(a, p, axis=1)
-        if entry.scores is None:
-            m = v
-        else:
-            m = self.momentum * entry.scores + (1.0 - self.momentum) * v
-        mine = np.empty_like(m)
-        np.put_along_axis(mine, p, m, axis=1)  # worker p[k] gets m[k]
-        c = np.maximum(mine, 0.0)
-        total = c.sum(axis=1, keepdims=True)
-        ok = total > _SUM_TOL * norms.mean(axis=1, keepdims=True)
-        w = np.where(ok, c / np.where(ok, total, 1.0), 1.0 / N)
-        if self.keep_scale:  # w_i * (S / d_i): exactly w_i when all d_i are equal (N = 1)
-            scale = denom.mean(axis=1, keepdims=True)
-            coef = np.where(denom > 0, w * (scale / safe), 0.0)
-        else:
-            coef = np.where(denom > 0, w / safe, 0.0)
-        return w, np.ascontiguousarray(coef), m
 
-    def _gram(self, K, N: int):
-        U = K.shape[0]
-        lam = self.ridge * np.trace(K, axis1=1, axis2=2) / N
-        A = np.ascontiguousarray(K + lam[:, None, None] * np.eye(N))
-        rhs = np.ascontiguousarray(K.sum(axis=2) / N)
-        alpha = np.empty((U, N), dtype=np.float64)
-        _C.solve_spd(CPU, A.ctypes.data, rhs.ctypes.data, U, N, 0.0, alpha.ctypes.data, 0, 0)
-        return alpha
-
+def _exchange_for(lay: _Layout, N: int):
+    if N == 1:
+        return _LocalExchange
+    return _PairwiseExchange if lay.p2p else _CollectiveExchange
