@@ -29,7 +29,7 @@ from typing import Any, Callable
 _REDUCE_OPS = ("sum", "max", "min")
 
 
-def _check_op(op: str) -> str:
+def check_op(op: str) -> str:
     if op not in _REDUCE_OPS:
         raise ValueError(f"unsupported reduction op {op!r}; expected one of {_REDUCE_OPS}")
     return op

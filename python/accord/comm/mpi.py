@@ -9,7 +9,7 @@ from mpi4py import MPI
 
 from .._buffers import is_tensor as _is_torch_tensor
 from .._buffers import torch_module
-from .base import Communicator, _check_op
+from .base import Communicator, check_op
 
 _ndarray = np.ndarray
 
@@ -65,7 +65,7 @@ def _mpi_op(op: str):
     try:
         return _OPS[op]
     except KeyError:
-        _check_op(op)
+        check_op(op)
 
 
 def _tensor_view(t) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .base import Communicator, _check_op
+from .base import Communicator, check_op
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 # Reduced through a wider type: gloo has no int16 reductions and sums float16/bfloat16 in
@@ -34,7 +34,7 @@ def _reduce_op(op: str):
     try:
         return _OPS[op]
     except KeyError:
-        _check_op(op)
+        check_op(op)
 
 
 def _flat(t):
