@@ -150,7 +150,8 @@ def stories(rows, N, target, period):
             out[k] = (f"consensus weights (keep_scale, single-rank lr) {reach(r)}, ended at "
                       f"{_pts(acc)}{vs_base(r)}, sending {share(r)}.")
         elif k == "lsgd":
-            out[k] = (f"{r['syncs']} leader rounds; {reach(r)}, ended at {_pts(acc)}"
+            out[k] = (f"pulled toward the best worker in {r['syncs']} rounds "
+                      f"({r['global_syncs']} global); {reach(r)}, ended at {_pts(acc)}"
                       f"{vs_base(r)} with {share(r)}.")
         elif k == "cpsgd":
             out[k] = (f"averaging every {period} steps ({r['syncs']} syncs) {reach(r)}, ended at "

@@ -58,7 +58,7 @@ def build(key, model, args, comm, N):
     if key == "lsgd":
         lsgd = accord.LeaderSGD(model.parameters(), comm=comm)
         return (opt, lsgd.step, lr,
-                lambda: {"syncs": lsgd.num_local_rounds + lsgd.num_global_rounds})
+                lambda: {"syncs": lsgd.num_local_rounds, "global_syncs": lsgd.num_global_rounds})
     if key == "cpsgd":
         avg = accord.PeriodicAverager(args.period, comm=comm)
     elif key == "adpsgd":
