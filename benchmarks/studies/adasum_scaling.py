@@ -49,6 +49,8 @@ def parse(argv=None):
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--out", default="results/studies/adasum_scaling")
+    ap.add_argument("--replot", action="store_true",
+                    help="only merge the existing <out>_N<N>.json files (no training)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -181,6 +183,7 @@ def plot(rows, ns, args, path):
         ax.axhline(args.max_steps, color="gray", lw=0.8, ls=":")
         ax.set(xscale="log", xticks=ns, xlabel="ranks (32 samples each per step)",
                title=f"{variant} SGD (single-rank lr {VARIANTS[variant]['lr']:g})")
+        ax.minorticks_off()
         ax.set_xticklabels([str(n) for n in ns])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"steps to {100 * args.target:.0f}% test acc\n(mean, min-max over seeds;"
@@ -207,7 +210,8 @@ def driver(args):
                "--seeds", str(args.seeds), "--target", str(args.target),
                "--max-steps", str(args.max_steps), "--eval-every", str(args.eval_every),
                "--batch", str(args.batch), "--out", args.out]
-        subprocess.run(cmd, check=True, env=env)
+        if not args.replot:
+            subprocess.run(cmd, check=True, env=env)
         with open(f"{args.out}_N{N}.json") as f:
             by_n[N] = json.load(f)["runs"]
         print(f"# {N} ranks: {time.perf_counter() - t0:.0f} s", flush=True)

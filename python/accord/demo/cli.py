@@ -18,7 +18,7 @@ def parse(argv=None):
         epilog="methods: " + "; ".join(f"{k}: {v[1]}" for k, v in METHODS.items()))
     ap.add_argument("--methods", default=",".join(METHODS),
                     help="comma list (default: all)")
-    ap.add_argument("--steps", type=int, default=300, help="optimizer steps per method")
+    ap.add_argument("--steps", type=int, default=200, help="optimizer steps per method")
     ap.add_argument("--batch", type=int, default=32, help="samples per rank per step")
     ap.add_argument("--lr", type=float, default=0.5,
                     help="plain-SGD learning rate tuned for one rank")
@@ -28,7 +28,7 @@ def parse(argv=None):
     ap.add_argument("--skew", action="store_true",
                     help="label-skewed shards (each rank sees few classes) instead of IID")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--evals", type=int, default=30, help="test evaluations per method")
+    ap.add_argument("--evals", type=int, default=20, help="test evaluations per method")
     ap.add_argument("--target", type=float, default=0.95,
                     help="test accuracy for the 'steps to' column")
     ap.add_argument("--plot", default="results/demo.png", help="PNG path ('' for none)")
