@@ -9,6 +9,7 @@ from launch import requires_mpi, requires_torch_dist, run_mpi, run_torch
 import accord
 from accord.bench import allreduce as bench
 from accord.bench.table import Column, Table, human_bytes, parse_bytes
+from accord.testing import adasum_pair, adasum_tree
 
 IMPLS = ("accord-sum", "accord-avg", "accord-adasum")
 PARTS = ("adasum-exchange", "adasum-compute")  # halves of Adasum alone: never checked
@@ -87,12 +88,35 @@ def test_tree_oracle_meaning():
     rng = np.random.default_rng(0)
     offsets = np.array([0, 5, 12], dtype=np.int64)
     x = rng.standard_normal(12)
+    assert bench.adasum_tree is adasum_tree  # the benchmark checks itself with accord.testing's
     # parallel inputs give the mean, orthogonal ones the sum (any rank count)
-    for n in (2, 3, 4, 5):
-        np.testing.assert_allclose(bench.adasum_tree([x] * n, offsets), x, rtol=1e-12)
+    for n in (1, 2, 3, 4, 5):
+        np.testing.assert_allclose(adasum_tree([x] * n, offsets), x, rtol=1e-12)
         basis = [np.eye(12)[i] * (i + 1) for i in range(n)]
-        np.testing.assert_allclose(bench.adasum_tree(basis, offsets), np.sum(basis, axis=0),
+        np.testing.assert_allclose(adasum_tree(basis, offsets), np.sum(basis, axis=0),
                                    atol=1e-12)
+
+
+def test_tree_oracle_segments_and_weights():
+    rng = np.random.default_rng(1)
+    offsets = [0, 3, 7]
+    a, b, c = (rng.standard_normal(7) for _ in range(3))
+    # segments get their own coefficients: the same as reducing each segment on its own
+    whole = adasum_tree([a, b, c], offsets)
+    for s, e in zip(offsets[:-1], offsets[1:]):
+        np.testing.assert_allclose(whole[s:e], adasum_tree([a[s:e], b[s:e], c[s:e]], [0, e - s]),
+                                   rtol=1e-12)
+    # 3 ranks: (a, b) folded first, then combined with c weighted 2:1
+    ab = adasum_pair(a, b, [0, 7])
+    dot = ab @ c
+    want = (1 - 2 / 3 * dot / (ab @ ab)) * ab + (1 - 1 / 3 * dot / (c @ c)) * c
+    np.testing.assert_allclose(adasum_tree([a, b, c], [0, 7]), want, rtol=1e-12)
+    # a zero input leaves the other one unchanged (its coefficient is 1)
+    np.testing.assert_array_equal(adasum_pair(np.zeros(7), a, [0, 7]), a)
+    with pytest.raises(ValueError, match="offsets must run from 0 to 7"):
+        adasum_pair(a, b, [0, 5])
+    with pytest.raises(ValueError, match="inputs is empty"):
+        adasum_tree([], [0])
 
 
 def test_table_format(capsys):

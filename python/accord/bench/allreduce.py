@@ -52,6 +52,7 @@ import traceback
 
 import numpy as np
 
+from ..testing import adasum_tree
 from .table import (Column, Table, cpu_name, human_bytes, load_average, note, parse_bytes,
                     print_metadata, write_json)
 
@@ -64,42 +65,6 @@ ADASUM_RATIO_TARGET = (64 << 20, 0.7)     # (size, max adasum/raw time ratio)
 ADASUM_LATENCY_TARGET = (4 << 10, 100.0)  # (size, max adasum time in us, 2 ranks)
 OPS = ("raw", "sum", "avg", "adasum", "consensus", "exchange", "compute")
 QUICK = {"minbytes": "4K", "maxbytes": "256K", "stepfactor": 4, "iters": 5, "warmup": 1}
-
-
-# ---------------------------------------------------------------------------------------------
-# The float64 Adasum tree (same tree as accord.adasum; kept here so an installed package can
-# check itself without the test suite).
-
-
-def _pair(a, b, offsets, wa=0.5, wb=0.5):
-    out = np.empty(len(a))
-    tiny = np.finfo(np.float64).tiny
-    for s, e in zip(offsets[:-1], offsets[1:]):
-        x, y = a[s:e], b[s:e]
-        dot, xx, yy = x @ y, x @ x, y @ y
-        ca = 1.0 if xx < tiny else 1.0 - wa * dot / xx
-        cb = 1.0 if yy < tiny else 1.0 - wb * dot / yy
-        out[s:e] = ca * x + cb * y
-    return out
-
-
-def adasum_tree(inputs, offsets):
-    """Fold pairs (2i, 2i+1) for the ranks beyond the largest power of two, then the
-    adjacent-pair tree, each combine weighted by the input counts of its two sides."""
-    inputs = [np.asarray(x, dtype=np.float64) for x in inputs]
-    n = len(inputs)
-    p = 1 << (n.bit_length() - 1)
-    r = n - p
-    vals = [_pair(inputs[2 * i], inputs[2 * i + 1], offsets) for i in range(r)] + inputs[2 * r:]
-    counts = [2] * r + [1] * (n - 2 * r)
-    while len(vals) > 1:
-        nxt, nc = [], []
-        for j in range(0, len(vals), 2):
-            n1, n2 = counts[j], counts[j + 1]
-            nxt.append(_pair(vals[j], vals[j + 1], offsets, n1 / (n1 + n2), n2 / (n1 + n2)))
-            nc.append(n1 + n2)
-        vals, counts = nxt, nc
-    return vals[0]
 
 
 # ---------------------------------------------------------------------------------------------
