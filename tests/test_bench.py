@@ -31,16 +31,24 @@ def _data_rows(output):
     return rows
 
 
-def _check_output(output, raw_name, json_path):
+def _check_output(output, raw_name, json_path, largest, check_targets):
     assert "#wrong" in output and "busbw" in output, output[-3000:]
     assert "# ranks" in output and "# transport" in output and "# warmup/iters" in output
     rows = _data_rows(output)
     impls = {impl for impl, _ in rows}
     assert set(IMPLS) | {raw_name, *PARTS} <= impls, rows
     assert rows and all(wrong == ("-" if impl in PARTS else "0") for impl, wrong in rows), rows
-    assert "target adasum latency at 4 KiB" in output
+    assert f"adasum/{raw_name} at {largest}: " in output and "adasum at 4 KiB: " in output
+    assert "measured alone: adasum-exchange" in output
     assert "out of bounds values : 0 OK" in output
+    # performance targets only when asked for; the quick sweep never reaches 64 MiB
+    assert ("target adasum latency at 4 KiB" in output) == check_targets
+    assert ("target adasum/" in output) == check_targets
+    assert ("PASS" in output or "MISS" in output) == check_targets
+    if check_targets:
+        assert "time at 64 MiB <= 0.7x: NOT MEASURED" in output
     data = json.loads(json_path.read_text())
+    assert ("targets" in data) == check_targets
     assert data["metadata"]["ranks"] == 2
     assert len(data["rows"]) == len(rows)
     assert all(r["wrong"] == (None if r["impl"] in PARTS else 0) for r in data["rows"])
@@ -48,11 +56,15 @@ def _check_output(output, raw_name, json_path):
 
 
 @requires_mpi
-def test_bench_allreduce_mpi(tmp_path):
+def test_bench_allreduce_mpi_check_targets(tmp_path):
+    # --check-targets on a sweep that stops at 256 KiB: the 64 MiB target is not measured,
+    # which fails the run (status 1) after the full table
     out = tmp_path / "ar.json"
     result = run_mpi("bench_smoke_worker.py", 2,
-                     args=("allreduce", "--quick", "--json", str(out)), env=_env(), timeout=180)
-    _check_output(result.output, "mpi-raw", out)
+                     args=("allreduce", "--quick", "--check-targets", "--json", str(out)),
+                     env=_env(), timeout=180, check=False)
+    assert result.returncode == 1 and not result.timed_out, result.output[-3000:]
+    _check_output(result.output, "mpi-raw", out, "256 KiB", check_targets=True)
 
 
 @requires_torch_dist
@@ -61,7 +73,43 @@ def test_bench_allreduce_gloo(tmp_path):
     result = run_torch("bench_smoke_worker.py", 2,
                        args=("allreduce", "--quick", "--backend", "gloo", "-e", "16K",
                              "--json", str(out)), env=_env(), timeout=180)
-    _check_output(result.output, "gloo-raw", out)
+    _check_output(result.output, "gloo-raw", out, "16 KiB", check_targets=False)
+
+
+class _FakeSetup:
+    def __init__(self, n, dtype="float32"):
+        self.N, self.dtype, self.raw_name = n, dtype, "mpi-raw"
+
+
+def _rows(times):
+    """Table rows from {(size, impl): time_us}."""
+    return [{"size": s, "impl": i, "time_us": t} for (s, i), t in times.items()]
+
+
+def test_targets_and_ratios():
+    big, small = 64 << 20, 4 << 10
+    times = {(big, "accord-adasum"): 600.0, (big, "mpi-raw"): 1000.0,
+             (big, "adasum-exchange"): 400.0, (big, "adasum-compute"): 150.0,
+             (small, "accord-adasum"): 80.0, (small, "mpi-raw"): 40.0}
+    info = bench.ratios(_rows(times), _FakeSetup(2))
+    assert info[0].startswith("adasum/mpi-raw at 64 MiB: 0.60x")
+    assert info[1] == "  measured alone: adasum-exchange 0.40x, adasum-compute 0.15x; sum 0.55x"
+    assert info[2] == "adasum at 4 KiB: 80.0 us (2 ranks)"
+    assert not any("PASS" in line or "MISS" in line or "target" in line for line in info)
+
+    lines, met = bench.targets(_rows(times), _FakeSetup(2))
+    assert met and all(line.endswith("PASS") for line in lines), lines
+    # each target alone can fail the check
+    for key, slow in (((big, "accord-adasum"), 800.0), ((small, "accord-adasum"), 100.0)):
+        lines, met = bench.targets(_rows({**times, key: slow}), _FakeSetup(2))
+        assert not met and sum(line.endswith("MISS") for line in lines) == 1, lines
+    # the latency target is for 2 ranks only: not applicable (not failed) on 4
+    lines, met = bench.targets(_rows({**times, (small, "accord-adasum"): 500.0}), _FakeSetup(4))
+    assert met and "n/a with 4 ranks" in lines[1], lines
+    # not measured counts as not met
+    lines, met = bench.targets(_rows({k: v for k, v in times.items() if k[0] == small}),
+                               _FakeSetup(2))
+    assert not met and "NOT MEASURED" in lines[0] and "-e 64M" in lines[0], lines
 
 
 def test_parse_bytes_and_sizes():
