@@ -49,3 +49,78 @@ def test_build_info_fields():
         assert info["cuda_archs"] and info["cuda_devices"] >= 0
     else:
         assert info["cuda_archs"] == "" and info["cuda_devices"] == 0
+
+
+def _python_m_accord(*prelude):
+    """Output of ``python -m accord`` as {label: value}, run after the ``prelude`` statements."""
+    code = "; ".join([*prelude, "import runpy", "runpy.run_module('accord', run_name='__main__')"])
+    root = Path(accord.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env.pop("OMPI_COMM_WORLD_SIZE", None)  # as when typed at a shell, not under mpirun
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = {}
+    for line in proc.stdout.splitlines():
+        label, _, value = line.partition(":")
+        lines[label.strip()] = value.strip()
+    return lines, proc.stdout
+
+
+def _yes_no(value):
+    assert value.split(" ", 1)[0] in ("yes", "no"), value
+    return value.startswith("yes")
+
+
+def test_python_m_accord_reports_capabilities():
+    lines, out = _python_m_accord()
+    info = accord.build_info()
+    assert lines["accord"].startswith(f"{info['version']} ("), out
+    for label in ("numpy", "CUDA kernels", "GPUs visible", "OpenMP", "mpi4py", "MPI library",
+                  "torch"):
+        assert label in lines, out
+        _yes_no(lines[label])
+    assert _yes_no(lines["CUDA kernels"]) == info["cuda"]
+    if info["cuda"]:
+        assert info["cuda_archs"].replace(";", ",") in lines["CUDA kernels"]
+    assert _yes_no(lines["OpenMP"]) == info["openmp"]
+    assert lines["CPU SIMD"].startswith(f"{info['cpu_isa']} (best this CPU supports: "
+                                        f"{info['cpu_isa_best']})")
+    try:
+        import mpi4py
+        from mpi4py import MPI
+    except ImportError:
+        assert not _yes_no(lines["MPI library"])
+    else:
+        assert lines["mpi4py"] == f"yes ({mpi4py.__version__})"
+        assert _yes_no(lines["MPI library"])
+        assert " ".join(MPI.Get_library_version().split()) in lines["MPI library"]
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:
+        assert not _yes_no(lines["torch"])
+    else:
+        assert lines["torch"] == f"yes ({torch.__version__})"
+        for name, probe in (("gloo", dist.is_gloo_available), ("NCCL", dist.is_nccl_available),
+                            ("MPI", dist.is_mpi_available)):
+            assert _yes_no(lines[f"{name} backend"]) == probe(), out
+
+
+def test_python_m_accord_without_torch_and_mpi4py():
+    # None in sys.modules makes `import torch` / `import mpi4py` raise ImportError
+    lines, out = _python_m_accord("import sys", "sys.modules['torch'] = None",
+                                  "sys.modules['mpi4py'] = None")
+    assert lines["torch"].startswith("no (not installed"), out
+    assert lines["torch.distributed"] == "no (needs torch)", out
+    assert lines["mpi4py"].startswith("no (not installed") and "pip install mpi4py" in out, out
+    assert lines["MPI library"].startswith("no"), out
+    assert "backend" not in out
+    assert lines["OpenMP"].startswith("yes" if accord.build_info()["openmp"] else "no"), out
+
+
+def test_python_m_accord_rejects_arguments():
+    proc = subprocess.run([sys.executable, "-m", "accord", "--bogus"], capture_output=True,
+                          text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(accord.__file__).parents[1])})
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
