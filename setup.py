@@ -68,6 +68,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages("python"),
     package_dir={"": "python"},
+    package_data={"accord": ["py.typed"]},
     ext_modules=[CMakeExtension("accord._C")],
     cmdclass={"build_ext": CMakeBuild},
     install_requires=["numpy"],
