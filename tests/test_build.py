@@ -58,7 +58,8 @@ def _python_m_accord(*prelude):
     """Output of ``python -m accord`` as {label: value}, run after the ``prelude`` statements."""
     code = "; ".join([*prelude, "import runpy", "runpy.run_module('accord', run_name='__main__')"])
     root = Path(accord.__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     env.pop("OMPI_COMM_WORLD_SIZE", None)  # as when typed at a shell, not under mpirun
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=120)

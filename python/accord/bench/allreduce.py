@@ -447,8 +447,8 @@ def ratios(rows, setup: Setup):
     small = [s for (s, impl) in by if impl == "accord-adasum"]
     if small:
         size = min(small)
-        out.append(f"adasum at {human_bytes(size)}: {by[(size, 'accord-adasum')]['time_us']:.1f} us "
-                   f"({setup.N} ranks)")
+        t = by[(size, "accord-adasum")]["time_us"]
+        out.append(f"adasum at {human_bytes(size)}: {t:.1f} us ({setup.N} ranks)")
     return out
 
 
