@@ -9,6 +9,7 @@ from launch import requires_mpi, requires_torch_dist, run_mpi, run_torch
 import accord
 from accord.bench import allreduce as bench
 from accord.bench.table import Column, Table, human_bytes, parse_bytes
+from accord.testing import adasum_pair, adasum_tree
 
 IMPLS = ("accord-sum", "accord-avg", "accord-adasum")
 PARTS = ("adasum-exchange", "adasum-compute")  # halves of Adasum alone: never checked
@@ -30,16 +31,24 @@ def _data_rows(output):
     return rows
 
 
-def _check_output(output, raw_name, json_path):
+def _check_output(output, raw_name, json_path, largest, check_targets):
     assert "#wrong" in output and "busbw" in output, output[-3000:]
     assert "# ranks" in output and "# transport" in output and "# warmup/iters" in output
     rows = _data_rows(output)
     impls = {impl for impl, _ in rows}
     assert set(IMPLS) | {raw_name, *PARTS} <= impls, rows
     assert rows and all(wrong == ("-" if impl in PARTS else "0") for impl, wrong in rows), rows
-    assert "target adasum latency at 4 KiB" in output
+    assert f"adasum/{raw_name} at {largest}: " in output and "adasum at 4 KiB: " in output
+    assert "measured alone: adasum-exchange" in output
     assert "out of bounds values : 0 OK" in output
+    # performance targets only when asked for; the quick sweep never reaches 64 MiB
+    assert ("target adasum latency at 4 KiB" in output) == check_targets
+    assert ("target adasum/" in output) == check_targets
+    assert ("PASS" in output or "MISS" in output) == check_targets
+    if check_targets:
+        assert "time at 64 MiB <= 0.7x: NOT MEASURED" in output
     data = json.loads(json_path.read_text())
+    assert ("targets" in data) == check_targets
     assert data["metadata"]["ranks"] == 2
     assert len(data["rows"]) == len(rows)
     assert all(r["wrong"] == (None if r["impl"] in PARTS else 0) for r in data["rows"])
@@ -47,11 +56,15 @@ def _check_output(output, raw_name, json_path):
 
 
 @requires_mpi
-def test_bench_allreduce_mpi(tmp_path):
+def test_bench_allreduce_mpi_check_targets(tmp_path):
+    # --check-targets on a sweep that stops at 256 KiB: the 64 MiB target is not measured,
+    # which fails the run (status 1) after the full table
     out = tmp_path / "ar.json"
     result = run_mpi("bench_smoke_worker.py", 2,
-                     args=("allreduce", "--quick", "--json", str(out)), env=_env(), timeout=180)
-    _check_output(result.output, "mpi-raw", out)
+                     args=("allreduce", "--quick", "--check-targets", "--json", str(out)),
+                     env=_env(), timeout=180, check=False)
+    assert result.returncode == 1 and not result.timed_out, result.output[-3000:]
+    _check_output(result.output, "mpi-raw", out, "256 KiB", check_targets=True)
 
 
 @requires_torch_dist
@@ -60,7 +73,43 @@ def test_bench_allreduce_gloo(tmp_path):
     result = run_torch("bench_smoke_worker.py", 2,
                        args=("allreduce", "--quick", "--backend", "gloo", "-e", "16K",
                              "--json", str(out)), env=_env(), timeout=180)
-    _check_output(result.output, "gloo-raw", out)
+    _check_output(result.output, "gloo-raw", out, "16 KiB", check_targets=False)
+
+
+class _FakeSetup:
+    def __init__(self, n, dtype="float32"):
+        self.N, self.dtype, self.raw_name = n, dtype, "mpi-raw"
+
+
+def _rows(times):
+    """Table rows from {(size, impl): time_us}."""
+    return [{"size": s, "impl": i, "time_us": t} for (s, i), t in times.items()]
+
+
+def test_targets_and_ratios():
+    big, small = 64 << 20, 4 << 10
+    times = {(big, "accord-adasum"): 600.0, (big, "mpi-raw"): 1000.0,
+             (big, "adasum-exchange"): 400.0, (big, "adasum-compute"): 150.0,
+             (small, "accord-adasum"): 80.0, (small, "mpi-raw"): 40.0}
+    info = bench.ratios(_rows(times), _FakeSetup(2))
+    assert info[0].startswith("adasum/mpi-raw at 64 MiB: 0.60x")
+    assert info[1] == "  measured alone: adasum-exchange 0.40x, adasum-compute 0.15x; sum 0.55x"
+    assert info[2] == "adasum at 4 KiB: 80.0 us (2 ranks)"
+    assert not any("PASS" in line or "MISS" in line or "target" in line for line in info)
+
+    lines, met = bench.targets(_rows(times), _FakeSetup(2))
+    assert met and all(line.endswith("PASS") for line in lines), lines
+    # each target alone can fail the check
+    for key, slow in (((big, "accord-adasum"), 800.0), ((small, "accord-adasum"), 100.0)):
+        lines, met = bench.targets(_rows({**times, key: slow}), _FakeSetup(2))
+        assert not met and sum(line.endswith("MISS") for line in lines) == 1, lines
+    # the latency target is for 2 ranks only: not applicable (not failed) on 4
+    lines, met = bench.targets(_rows({**times, (small, "accord-adasum"): 500.0}), _FakeSetup(4))
+    assert met and "n/a with 4 ranks" in lines[1], lines
+    # not measured counts as not met
+    lines, met = bench.targets(_rows({k: v for k, v in times.items() if k[0] == small}),
+                               _FakeSetup(2))
+    assert not met and "NOT MEASURED" in lines[0] and "-e 64M" in lines[0], lines
 
 
 def test_parse_bytes_and_sizes():
@@ -87,12 +136,35 @@ def test_tree_oracle_meaning():
     rng = np.random.default_rng(0)
     offsets = np.array([0, 5, 12], dtype=np.int64)
     x = rng.standard_normal(12)
+    assert bench.adasum_tree is adasum_tree  # the benchmark checks itself with accord.testing's
     # parallel inputs give the mean, orthogonal ones the sum (any rank count)
-    for n in (2, 3, 4, 5):
-        np.testing.assert_allclose(bench.adasum_tree([x] * n, offsets), x, rtol=1e-12)
+    for n in (1, 2, 3, 4, 5):
+        np.testing.assert_allclose(adasum_tree([x] * n, offsets), x, rtol=1e-12)
         basis = [np.eye(12)[i] * (i + 1) for i in range(n)]
-        np.testing.assert_allclose(bench.adasum_tree(basis, offsets), np.sum(basis, axis=0),
+        np.testing.assert_allclose(adasum_tree(basis, offsets), np.sum(basis, axis=0),
                                    atol=1e-12)
+
+
+def test_tree_oracle_segments_and_weights():
+    rng = np.random.default_rng(1)
+    offsets = [0, 3, 7]
+    a, b, c = (rng.standard_normal(7) for _ in range(3))
+    # segments get their own coefficients: the same as reducing each segment on its own
+    whole = adasum_tree([a, b, c], offsets)
+    for s, e in zip(offsets[:-1], offsets[1:]):
+        np.testing.assert_allclose(whole[s:e], adasum_tree([a[s:e], b[s:e], c[s:e]], [0, e - s]),
+                                   rtol=1e-12)
+    # 3 ranks: (a, b) folded first, then combined with c weighted 2:1
+    ab = adasum_pair(a, b, [0, 7])
+    dot = ab @ c
+    want = (1 - 2 / 3 * dot / (ab @ ab)) * ab + (1 - 1 / 3 * dot / (c @ c)) * c
+    np.testing.assert_allclose(adasum_tree([a, b, c], [0, 7]), want, rtol=1e-12)
+    # a zero input leaves the other one unchanged (its coefficient is 1)
+    np.testing.assert_array_equal(adasum_pair(np.zeros(7), a, [0, 7]), a)
+    with pytest.raises(ValueError, match="offsets must run from 0 to 7"):
+        adasum_pair(a, b, [0, 5])
+    with pytest.raises(ValueError, match="inputs is empty"):
+        adasum_tree([], [0])
 
 
 def test_table_format(capsys):

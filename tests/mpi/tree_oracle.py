@@ -1,6 +1,3 @@
-"""float64 numpy oracle of the Adasum tree accord computes (see accord.adasum's module doc).
-
-It lives in the installed package (accord.bench checks its own results with it) and is plain
-numpy, independent of the kernels and of accord.adasum's VHDD.
-"""
-from accord.bench.allreduce import adasum_tree  # noqa: F401
+"""The float64 numpy oracle of the Adasum tree accord computes: accord.testing.adasum_tree
+(shipped with the package, so accord.bench checks its results with the same reference)."""
+from accord.testing import adasum_tree  # noqa: F401

@@ -33,10 +33,12 @@ Adasum tree for adasum); for consensus (stateful, no float oracle) the elements 
 non-finite or differ bitwise from rank 0's result (every rank must get identical bits); ``-``
 above ``--check-max-bytes`` (default 16 MiB).
 
-Summary lines check the issue's targets (float32): Adasum at 64 MiB takes at most 0.7x the time
-of the raw MPI allreduce(SUM) of the same run, and Adasum at 4 KiB on 2 ranks takes under 100 us.
-They print PASS / MISS and never fail the run; with the adasum-exchange and adasum-compute rows the
-ratio line also gives those two parts of Adasum's time, each measured alone.
+After the table: Adasum's time relative to the raw allreduce at the largest size where both ran
+(with the adasum-exchange and adasum-compute rows, also each of those parts alone), Adasum's time
+at the smallest size, and the count of out-of-bounds values. ``--check-targets`` adds the
+performance targets (float32: Adasum at 64 MiB takes at most 0.7x the time of the raw MPI
+allreduce(SUM) of the same run; Adasum at 4 KiB on 2 ranks takes under 100 us) as PASS / MISS
+lines and exits with status 1 when one is missed or the sweep did not measure it.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ import traceback
 
 import numpy as np
 
+from ..testing import adasum_tree
 from .table import (Column, Table, cpu_name, human_bytes, load_average, note, parse_bytes,
                     print_metadata, write_json)
 
@@ -64,42 +67,6 @@ ADASUM_RATIO_TARGET = (64 << 20, 0.7)     # (size, max adasum/raw time ratio)
 ADASUM_LATENCY_TARGET = (4 << 10, 100.0)  # (size, max adasum time in us, 2 ranks)
 OPS = ("raw", "sum", "avg", "adasum", "consensus", "exchange", "compute")
 QUICK = {"minbytes": "4K", "maxbytes": "256K", "stepfactor": 4, "iters": 5, "warmup": 1}
-
-
-# ---------------------------------------------------------------------------------------------
-# The float64 Adasum tree (same tree as accord.adasum; kept here so an installed package can
-# check itself without the test suite).
-
-
-def _pair(a, b, offsets, wa=0.5, wb=0.5):
-    out = np.empty(len(a))
-    tiny = np.finfo(np.float64).tiny
-    for s, e in zip(offsets[:-1], offsets[1:]):
-        x, y = a[s:e], b[s:e]
-        dot, xx, yy = x @ y, x @ x, y @ y
-        ca = 1.0 if xx < tiny else 1.0 - wa * dot / xx
-        cb = 1.0 if yy < tiny else 1.0 - wb * dot / yy
-        out[s:e] = ca * x + cb * y
-    return out
-
-
-def adasum_tree(inputs, offsets):
-    """Fold pairs (2i, 2i+1) for the ranks beyond the largest power of two, then the
-    adjacent-pair tree, each combine weighted by the input counts of its two sides."""
-    inputs = [np.asarray(x, dtype=np.float64) for x in inputs]
-    n = len(inputs)
-    p = 1 << (n.bit_length() - 1)
-    r = n - p
-    vals = [_pair(inputs[2 * i], inputs[2 * i + 1], offsets) for i in range(r)] + inputs[2 * r:]
-    counts = [2] * r + [1] * (n - 2 * r)
-    while len(vals) > 1:
-        nxt, nc = [], []
-        for j in range(0, len(vals), 2):
-            n1, n2 = counts[j], counts[j + 1]
-            nxt.append(_pair(vals[j], vals[j + 1], offsets, n1 / (n1 + n2), n2 / (n1 + n2)))
-            nc.append(n1 + n2)
-        vals, counts = nxt, nc
-    return vals[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +94,10 @@ def parse_args(argv):
                     help="largest size checked against the float64 oracle (default 16M)")
     ap.add_argument("--no-consistency-check", action="store_true",
                     help="accord.set_consistency_check(False) (one small allreduce less per call)")
+    ap.add_argument("--check-targets", action="store_true",
+                    help="also check the performance targets (Adasum at 64 MiB <= 0.7x the raw "
+                         "allreduce; Adasum at 4 KiB < 100 us on 2 ranks) and exit 1 if one is "
+                         "missed or not measured")
     ap.add_argument("--ops", default=",".join(OPS),
                     help=f"comma list of rows to run: {','.join(OPS)}")
     a = ap.parse_args(argv)
@@ -446,39 +417,75 @@ def metadata(setup: Setup, args, impls) -> dict:
 
 
 
-def targets(rows, setup: Setup):
-    """The issue's two targets as (name, measured text, verdict) lines."""
+def _by(rows):
+    return {(r["size"], r["impl"]): r for r in rows}
+
+
+def _ratio_lines(by, setup: Setup, size: int):
+    """accord-adasum's time over the raw allreduce's at ``size`` (both rows must exist), and
+    the share of each half of Adasum measured alone when those rows exist too."""
+    a, r = by[(size, "accord-adasum")], by[(size, setup.raw_name)]
+    out = [f"adasum/{setup.raw_name} at {human_bytes(size)}: {a['time_us'] / r['time_us']:.2f}x "
+           f"(adasum {a['time_us'] / 1e3:.3f} ms, {setup.raw_name} {r['time_us'] / 1e3:.3f} ms, "
+           f"{setup.N} ranks)"]
+    parts = [(impl, by.get((size, f"adasum-{impl}"))) for impl in ("exchange", "compute")]
+    if all(p is not None for _, p in parts):
+        out.append("  measured alone: " + ", ".join(
+            f"adasum-{impl} {p['time_us'] / r['time_us']:.2f}x" for impl, p in parts) +
+            f"; sum {sum(p['time_us'] for _, p in parts) / r['time_us']:.2f}x")
+    return out
+
+
+def ratios(rows, setup: Setup):
+    """Information lines: Adasum's time relative to the raw allreduce at the largest size
+    where both ran, and Adasum's time at the smallest size."""
+    by = _by(rows)
     out = []
-    by = {(r["size"], r["impl"]): r for r in rows}
+    both = [s for (s, impl) in by if impl == "accord-adasum" and (s, setup.raw_name) in by]
+    if both:
+        out += _ratio_lines(by, setup, max(both))
+    small = [s for (s, impl) in by if impl == "accord-adasum"]
+    if small:
+        size = min(small)
+        t = by[(size, "accord-adasum")]["time_us"]
+        out.append(f"adasum at {human_bytes(size)}: {t:.1f} us ({setup.N} ranks)")
+    return out
+
+
+def targets(rows, setup: Setup):
+    """The performance targets (``--check-targets``) as (lines, all met).
+
+    Adasum at 64 MiB takes at most 0.7x the raw allreduce's time, and Adasum at 4 KiB on 2
+    ranks takes under 100 us (both defined for float32). A target the sweep did not measure
+    counts as not met; the latency target is not applicable to other rank counts.
+    """
+    by = _by(rows)
+    out, ok = [], True
     fp_note = "" if setup.dtype == "float32" else " (target defined for float32)"
     size, limit = ADASUM_RATIO_TARGET
     name = f"adasum/{setup.raw_name} time at {human_bytes(size)} <= {limit:g}x"
-    a, r = by.get((size, "accord-adasum")), by.get((size, setup.raw_name))
-    if a is None or r is None:
-        out.append(f"target {name}: not measured (needs both rows at {human_bytes(size)})")
+    if (size, "accord-adasum") not in by or (size, setup.raw_name) not in by:
+        ok = False
+        out.append(f"target {name}: NOT MEASURED (needs the accord-adasum and {setup.raw_name} "
+                   f"rows at {human_bytes(size)}: include it in the sweep, e.g. -e 64M)")
     else:
-        ratio = a["time_us"] / r["time_us"]
-        verdict = "PASS" if ratio <= limit else "MISS"
-        out.append(f"target {name}: {ratio:.3f}x (adasum {a['time_us'] / 1e3:.2f} ms, "
-                   f"{setup.raw_name} {r['time_us'] / 1e3:.2f} ms, {setup.N} ranks) "
-                   f"{verdict}{fp_note}")
-        parts = [(impl, by.get((size, f"adasum-{impl}"))) for impl in ("exchange", "compute")]
-        if all(p is not None for _, p in parts):
-            out.append("  measured alone: " + ", ".join(
-                f"adasum-{impl} {p['time_us'] / r['time_us']:.3f}x" for impl, p in parts) +
-                f"; sum {sum(p['time_us'] for _, p in parts) / r['time_us']:.3f}x")
+        ratio = by[(size, "accord-adasum")]["time_us"] / by[(size, setup.raw_name)]["time_us"]
+        ok &= ratio <= limit
+        out.append(f"target {name}: {ratio:.3f}x {'PASS' if ratio <= limit else 'MISS'}{fp_note}")
     size, limit = ADASUM_LATENCY_TARGET
     name = f"adasum latency at {human_bytes(size)} < {limit:g} us (2 ranks)"
     a = by.get((size, "accord-adasum"))
     if a is None:
-        out.append(f"target {name}: not measured")
+        ok = False
+        out.append(f"target {name}: NOT MEASURED (needs the accord-adasum row at "
+                   f"{human_bytes(size)}: include it in the sweep, e.g. -b 4K)")
     elif setup.N != 2:
-        out.append(f"target {name}: {a['time_us']:.1f} us with {setup.N} ranks "
-                   "(n/a: target is for 2 ranks)")
+        out.append(f"target {name}: n/a with {setup.N} ranks ({a['time_us']:.1f} us)")
     else:
-        verdict = "PASS" if a["time_us"] < limit else "MISS"
-        out.append(f"target {name}: {a['time_us']:.1f} us {verdict}{fp_note}")
-    return out
+        ok &= a["time_us"] < limit
+        out.append(f"target {name}: {a['time_us']:.1f} us "
+                   f"{'PASS' if a['time_us'] < limit else 'MISS'}{fp_note}")
+    return out, bool(ok)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,22 +515,25 @@ def run(args) -> int:
     for nbytes in sizes(args.minbytes, args.maxbytes, args.stepfactor):
         for row in run_size(setup, impls, nbytes, args):
             all_rows.append(table.print_row(row))
-    summary = targets(all_rows, setup)
+    summary = ratios(all_rows, setup)
     bad = sum(r["wrong"] for r in all_rows if r["wrong"])
     summary.append(f"out of bounds values : {bad} {'OK' if bad == 0 else 'ERROR'}")
+    checked, met = targets(all_rows, setup) if args.check_targets else ([], True)
     if lead:
         note()
-        for line in summary:
+        for line in summary + checked:
             note(line)
         if args.json:
-            write_json(args.json, {"metadata": meta, "notes": notes, "rows": all_rows,
-                                   "summary": summary})
+            doc = {"metadata": meta, "notes": notes, "rows": all_rows, "summary": summary}
+            if args.check_targets:
+                doc["targets"] = {"lines": checked, "met": met}
+            write_json(args.json, doc)
             note(f"wrote {args.json}")
     setup.comm.barrier()
     if table.file is not sys.stdout:
         table.file.close()
     setup.close()
-    return 0
+    return 0 if met else 1
 
 
 def main(argv=None) -> int:
