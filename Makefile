@@ -28,7 +28,7 @@ $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
 install: $(VENV)/.installed
 
 demo: install
-	$(MPIRUN) -np $(NP) $(BIN)/python -m accord.demo
+	$(MPIRUN) -np $(NP) $(BIN)/python -m accord.demo --json results/demo.json
 
 test: install
 	$(BIN)/lint-imports
