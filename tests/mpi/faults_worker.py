@@ -12,6 +12,7 @@ Usage: faults_worker.py MODE
   threads          two threads per rank run collectives on the same communicator
   threads-split    two threads per rank, each on its own communicator: must be correct
   ok               the same loop everywhere, no fault: exits 0
+  long             a slow loop of small allreduces for up to 5 minutes (the test cuts a link)
 """
 import os
 import sys
@@ -142,6 +143,15 @@ def main():
         raise_optimizer()
     elif mode == "raise-thread":
         raise_thread()
+    elif mode == "long":
+        x = np.ones(256, np.float32)
+        for step in range(6000):
+            accord.allreduce_(x, op=accord.Sum)
+            x[:] = 1.0
+            if step % 10 == 0:
+                log(f"step {step}")
+            time.sleep(0.05)
+        finish()
     elif mode in ("threads", "threads-split"):
         threads(mode == "threads-split")
     else:
