@@ -27,6 +27,11 @@ import accord
 STEPS = 40
 
 
+def fault_now():
+    """Mark the moment of the fault (the test measures how long the job takes to end after it)."""
+    print(f"FAULT_AT={time.time():.3f}", flush=True)
+
+
 def log(msg):
     print(f"[rank {accord.rank()}] {msg}", flush=True)
 
@@ -46,6 +51,7 @@ def adasum_loop(mode):
     x = np.ones(1024, np.float32)  # 4 KiB
     for step in range(STEPS):
         if accord.rank() == last and step == 5:
+            fault_now()
             if mode == "raise-adasum":
                 raise RuntimeError(f"deliberate failure on rank {last} at step {step}")
             if mode == "early-exit":
@@ -67,6 +73,7 @@ def raise_thread():
 
     def helper():
         time.sleep(0.5)
+        fault_now()
         raise ValueError(f"deliberate failure in a helper thread of rank {last}")
 
     if accord.rank() == last:
@@ -88,6 +95,7 @@ def raise_optimizer():
     g = torch.Generator().manual_seed(accord.rank())
     for step in range(STEPS):
         if accord.rank() == last and step == 3:
+            fault_now()
             raise RuntimeError(f"deliberate failure on rank {last} in the training loop")
         opt.zero_grad()
         model(torch.randn(8, 16, generator=g)).pow(2).mean().backward()
@@ -122,6 +130,8 @@ def threads(split):
             errors.append(f"thread {k}: {type(e).__name__}")
             raise
 
+    if not split:
+        fault_now()  # the fault: both threads enter one communicator from here on
     ts = [threading.Thread(target=work, args=(k,), name=f"worker-{k}") for k in (0, 1)]
     for t in ts:
         t.start()
