@@ -447,6 +447,13 @@ def _inspect(comm, now: float) -> None:
     if board is not None and comm.size == board.size and pending > 2 * interval + 0.5:
         gone = board.exited()
         if gone:
+            if prev is None or prev[1] != "asked-exit":
+                board.ask()  # the report says what the other ranks are doing
+                _reported[key] = (seq, "asked-exit", now)
+                return
+            if now - prev[2] < min(_REPLY_WAIT, max(2 * interval, 0.5)) and \
+                    len(board.answers()) < board.size - 1:
+                return
             snap = g.snapshot()
             names = ", ".join(str(r) for r in sorted(gone))
             _abort(comm, _report(
