@@ -229,5 +229,7 @@ def reducer_for(comm, outer=None) -> AdasumReducer:
 
 def adasum_allreduce_(buf, offsets: np.ndarray, comm):
     """Adasum of the 1-D contiguous ``buf`` over ``comm``, in place (see the module doc)."""
-    return reducer_for(comm).allreduce_(buf, offsets)
+    # One unit for the communicator's guard: no other thread's call can slip between levels.
+    with comm.operation("adasum", (buf,)):
+        return reducer_for(comm).allreduce_(buf, offsets)
 

@@ -22,6 +22,7 @@ of a grouped call are unaffected), so a loss scaler (GradScaler) sees it and ski
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -46,6 +47,31 @@ _ALLREDUCE_OPS = (ReduceOp.SUM, ReduceOp.AVERAGE, ReduceOp.ADASUM)
 
 def _comm(comm):
     return comm if comm is not None else topology.communicator()
+
+
+def _one_unit(fn):
+    """Run the collective as one operation of its communicator's guard: another thread cannot
+    interleave its calls, and a stall report names the collective (and ``name=``, if given)."""
+    label = fn.__name__
+
+    @functools.wraps(fn)
+    def call(*args, comm=None, **kwargs):
+        c = comm if comm is not None or not topology.is_initialized() else \
+            topology.communicator()
+        if c is None:
+            return fn(*args, comm=comm, **kwargs)  # raises "accord.init() has not been called"
+        what = label
+        op, name = kwargs.get("op", args[1] if len(args) > 1 else None), kwargs.get("name")
+        if op is not None and label.endswith(("allreduce", "allreduce_")):
+            what += f"[{getattr(op, 'value', op)}]"
+        if name is not None:
+            what += f" name={name!r}"
+        first = args[0] if args else None
+        with c.operation(what, (first,) if hasattr(first, "shape") else
+                         (f"{len(first)} tensors",) if isinstance(first, (list, tuple)) else ()):
+            return fn(*args, comm=c, **kwargs)
+
+    return call
 
 
 def _local_error(op: ReduceOp, tensors):
@@ -85,6 +111,7 @@ def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: b
 # allreduce
 
 
+@_one_unit
 def allreduce_(tensor, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
     """Reduce ``tensor`` over all ranks in place and return it."""
     op, comm = parse_op(op, _ALLREDUCE_OPS), _comm(comm)
@@ -104,17 +131,20 @@ def allreduce_(tensor, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = F
     return tensor
 
 
+@_one_unit
 def allreduce(tensor, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
     """Return the reduction of ``tensor`` over all ranks (the input is left unchanged)."""
     out = tensor.clone() if is_tensor(tensor) else np.array(tensor, copy=True, order="C")
     return allreduce_(out, op, comm=comm, hierarchical=hierarchical)
 
 
+@_one_unit
 def grouped_allreduce(tensors, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
     """Reduce a list of tensors; returns new tensors (views into the fused buffers)."""
     return _grouped(list(tensors), op, comm, hierarchical, in_place=False)
 
 
+@_one_unit
 def grouped_allreduce_(tensors, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
     """Reduce a list of tensors in place (fused into buffers of at most the fusion threshold)."""
     return _grouped(list(tensors), op, comm, hierarchical, in_place=True)
@@ -165,6 +195,7 @@ topology.on_shutdown(_FUSIONS.clear)
 # broadcast / allgather
 
 
+@_one_unit
 def broadcast_(tensor, root_rank: int = 0, *, comm=None):
     """Overwrite ``tensor`` on every rank with ``root_rank``'s, in place."""
     comm = _comm(comm)
@@ -183,11 +214,13 @@ def broadcast_(tensor, root_rank: int = 0, *, comm=None):
     return tensor
 
 
+@_one_unit
 def broadcast(tensor, root_rank: int = 0, *, comm=None):
     out = tensor.clone() if is_tensor(tensor) else np.array(tensor, copy=True, order="C")
     return broadcast_(out, root_rank, comm=comm)
 
 
+@_one_unit
 def broadcast_parameters(params, root_rank: int = 0, *, comm=None) -> None:
     """Broadcast model parameters/buffers from ``root_rank``, in place.
 
@@ -213,6 +246,7 @@ def broadcast_parameters(params, root_rank: int = 0, *, comm=None) -> None:
         fusion.unpack(bucket, fused)
 
 
+@_one_unit
 def allgather(tensor, *, comm=None):
     """Concatenate every rank's ``tensor`` along dim 0 (the first dims may differ by rank)."""
     comm = _comm(comm)

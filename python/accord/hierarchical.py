@@ -37,6 +37,12 @@ def _make_topology(comm):
 
 
 def hierarchical_adasum_(flat, offsets: np.ndarray, comm):
+    # One unit for the guard of ``comm`` (the sub-communicators are only used from here).
+    with comm.operation("hierarchical_adasum", (flat,)):
+        return _hierarchical_adasum_(flat, offsets, comm)
+
+
+def _hierarchical_adasum_(flat, offsets: np.ndarray, comm):
     local, cross, reducer = _topology(comm)
     ls, n = local.size, offsets[-1]
     if ls > 1:

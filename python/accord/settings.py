@@ -2,15 +2,22 @@
 
     ACCORD_FUSION_THRESHOLD   bytes per fusion buffer (default 64 MiB)
     ACCORD_CHECK_CONSISTENCY  0 turns off the cross-rank argument check of every collective
+    ACCORD_STALL_WARNING      seconds before an operation that has not completed is reported,
+                              with what every rank is doing (default 60; 0: never)
+    ACCORD_TIMEOUT            seconds before such an operation ends the job with an error naming
+                              it and the ranks that did not arrive (default 300; 0: never)
 """
 from __future__ import annotations
 
 import os
 
 __all__ = ["fusion_threshold", "set_fusion_threshold", "consistency_check",
-           "set_consistency_check"]
+           "set_consistency_check", "timeout", "set_timeout", "stall_warning",
+           "set_stall_warning"]
 
 DEFAULT_FUSION_THRESHOLD = 64 * 1024 * 1024
+DEFAULT_STALL_WARNING = 60.0
+DEFAULT_TIMEOUT = 300.0
 
 
 def _env_positive_int(name: str, default: int) -> int:
@@ -54,3 +61,52 @@ def set_consistency_check(enabled: bool) -> None:
 def consistency_check() -> bool:
     """Whether collectives compare their arguments across ranks before moving data."""
     return _check
+
+
+def _seconds(value, what: str) -> float:
+    if isinstance(value, bool):
+        value = None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{what} must be a finite number of seconds >= 0 (0 turns it off), "
+                         f"got {value!r}")
+    return seconds
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return _seconds(raw.strip(), f"{name}={raw!r}")
+
+
+_stall_warning = _env_seconds("ACCORD_STALL_WARNING", DEFAULT_STALL_WARNING)
+_timeout = _env_seconds("ACCORD_TIMEOUT", DEFAULT_TIMEOUT)
+
+
+def set_timeout(seconds: float) -> None:
+    """Seconds an operation on a communicator may take before the job is ended with an error
+    naming it and the ranks that did not arrive (env ACCORD_TIMEOUT, default 300; 0: never).
+    A rank stuck inside MPI or gloo cannot be unblocked, so timing out aborts the job."""
+    global _timeout
+    _timeout = _seconds(seconds, "timeout")
+
+
+def timeout() -> float:
+    """See :func:`set_timeout` (0 means no timeout)."""
+    return _timeout
+
+
+def set_stall_warning(seconds: float) -> None:
+    """Seconds before an operation that has not completed is reported on stderr, with what every
+    rank is doing (env ACCORD_STALL_WARNING, default 60; 0: never). The job goes on."""
+    global _stall_warning
+    _stall_warning = _seconds(seconds, "stall warning")
+
+
+def stall_warning() -> float:
+    """See :func:`set_stall_warning` (0 means no warning)."""
+    return _stall_warning

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+from .comm import watchdog
 from .comm.base import Communicator
 
 _NOT_INIT = "accord.init() has not been called"
@@ -81,7 +82,13 @@ def init(comm=None) -> Communicator:
     * an :class:`~accord.comm.Communicator`, used as is.
 
     Calling ``init`` again replaces the communicator (every rank must do so), releasing the
-    previous one as :func:`shutdown` does. MPI and torch.distributed themselves are neither
+    previous one as :func:`shutdown` does.
+
+    From here until :func:`shutdown`, faults end the job with an error instead of a hang
+    (``accord.comm.watchdog``): an uncaught exception on any rank, in any thread, aborts the job
+    naming the rank; a rank that exits while others still wait for it is named; an operation
+    that does not complete within ``accord.settings.timeout()`` aborts the job naming it and the
+    ranks that did not arrive. MPI and torch.distributed themselves are neither
     initialised beyond what the choice above implies, nor finalised by :func:`shutdown`.
     """
     global _state
@@ -90,6 +97,9 @@ def init(comm=None) -> Communicator:
     c = _make_communicator(comm)
     local = c.local_split()
     _state = (c, local.rank, local.size, c is not comm)
+    # Faults end the job with an error instead of a hang: exception hooks, exit notice, the
+    # cross-rank stall report (accord.comm.watchdog).
+    watchdog.install(c)
     return c
 
 
@@ -101,6 +111,8 @@ def shutdown() -> None:
     torch.distributed stay initialised."""
     global _state
     state, _state = _state, None
+    if state is not None:
+        watchdog.uninstall()
     for release in _RELEASE_HOOKS:
         release()
     if state is not None:

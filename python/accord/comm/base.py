@@ -19,14 +19,42 @@ Buffer conventions shared by every method that takes a buffer:
   hold their final contents. Implementations may stage through temporaries (e.g. CUDA ->
   host, bfloat16 -> float32) but results always land in the caller's buffer.
 * Collective calls must be made by every rank of the communicator, in the same order.
+* One thread at a time per communicator: a thread that calls in while another thread is inside
+  gets ``ConcurrentCallError`` (``accord.comm.guard``). Different communicators may be used
+  from different threads at once.
+* Calls that do not complete within ``accord.settings.timeout()`` end the job with an error
+  naming the call and the ranks that did not arrive (``accord.comm.watchdog``).
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any, Callable
 
+from .guard import Guard, Operation
+
 _REDUCE_OPS = ("sum", "max", "min")
+# The methods that communicate: each runs inside the communicator's Guard (one thread at a time,
+# progress record for the stall inspector). Subclasses' definitions are wrapped automatically.
+_GUARDED = ("sendrecv", "allreduce_small", "allreduce_", "allgather", "allgather_object",
+            "broadcast_", "alltoall", "barrier", "split", "local_split")
+
+
+def _guarded(name: str, fn):
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        g = self._guard
+        if g is None:
+            g = self._make_guard()
+        g.enter(name, args)
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            g.exit()
+
+    call.__accord_guarded__ = True
+    return call
 
 
 def check_op(op: str) -> str:
@@ -53,6 +81,46 @@ class Communicator(abc.ABC):
     #: :meth:`close`; a handle the program passed in stays the program's.
     owned: bool = False
     _closed: bool = False
+    _guard: Guard | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in _GUARDED:
+            fn = cls.__dict__.get(name)
+            if fn is not None and callable(fn) and not getattr(fn, "__accord_guarded__", False) \
+                    and not getattr(fn, "__isabstractmethod__", False):
+                setattr(cls, name, _guarded(name, fn))
+
+    def _make_guard(self) -> Guard:
+        from . import watchdog  # registers the communicator with the stall inspector
+
+        g = self.__dict__.get("_guard")
+        if g is None:
+            g = self._guard = Guard(f"{type(self).__name__}(backend={self.backend}, "
+                                    f"size={self._size})")
+            watchdog.watch(self)
+        return g
+
+    def operation(self, what: str, args=()) -> Operation:
+        """Context manager making a multi-call operation (an Adasum reduction, a fused allreduce)
+        one unit for the guard: no other thread may enter this communicator until it ends, and
+        the stall inspector reports ``what`` (plus the method running inside it). Nestable.
+        A thread entering while another thread is inside gets
+        :class:`~accord.comm.guard.ConcurrentCallError` on entry (see ``accord.comm.guard``)."""
+        g = self._guard
+        if g is None:
+            g = self._make_guard()
+        return Operation(g, what, args)
+
+    @property
+    def progress(self) -> dict:
+        """What this communicator is doing: ``seq`` (operations started), ``inside`` (one is
+        running), ``what`` (it, or the last one), ``for_s`` (seconds inside it, or since it
+        ended)."""
+        g = self._guard
+        if g is None:
+            g = self._make_guard()
+        return g.snapshot()
 
     @property
     def rank(self) -> int:
