@@ -193,8 +193,7 @@ class PeriodicAverager:
         size = self.comm.size
         # Reduce every bucket before writing any back: a failure leaves the model untouched.
         for buf in bufs:
-            self.comm.allreduce_(buf, "sum")
-            buf.div_(size)
+            self.comm.allreduce_(buf, "sum", scale=1.0 / size)  # scaled before 16-bit rounding
         for b, buf in zip(fusion.buckets, bufs):
             fusion.unpack(b, buf, tensors)
         if not measure:

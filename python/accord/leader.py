@@ -234,8 +234,7 @@ class LeaderSGD:
             if kind == "leader":
                 self.comm.broadcast_(buf, gl)
             else:
-                self.comm.allreduce_(buf, "sum")
-                buf.div_(self.comm.size)
+                self.comm.allreduce_(buf, "sum", scale=1.0 / self.comm.size)
             f.unpack(bucket, buf, out)
         return out
 

@@ -322,9 +322,9 @@ class _DistributedMixin:
         else:
             if self._prescale != 1.0:
                 flat.mul_(self._prescale)
-            self._comm.allreduce_(flat, "sum")
-            if self._postscale != 1.0:
-                flat.mul_(self._postscale)
+            # the post-scale is applied before 16-bit gradients are rounded back (no overflow
+            # of a float16 sum whose mean fits)
+            self._comm.allreduce_(flat, "sum", scale=self._postscale)
         if flat.is_cuda:
             event = torch.cuda.Event()
             event.record()

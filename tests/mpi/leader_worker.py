@@ -115,9 +115,9 @@ class CountingComm(Communicator):
         self._count("allreduce_small", np.size(v))
         return self.inner.allreduce_small(v, op)
 
-    def allreduce_(self, buf, op="sum"):
+    def allreduce_(self, buf, op="sum", *, scale=None):
         self._count("allreduce_", buf.numel() if hasattr(buf, "numel") else buf.size)
-        return self.inner.allreduce_(buf, op)
+        return self.inner.allreduce_(buf, op, scale=scale)
 
     def allgather(self, s, r):
         self._count("allgather", np.size(s))
