@@ -8,9 +8,11 @@ kernels and the collectives without it.
 from . import ops
 from ._C import build_info as _build_info
 from .reduce_op import Adasum, Average, Consensus, ReduceOp, Sum
-from .settings import fusion_threshold, set_consistency_check, set_fusion_threshold
+from .settings import (fusion_threshold, nonfinite, set_consistency_check, set_fusion_threshold,
+                       set_nonfinite)
 from .collectives import (allgather, allreduce, allreduce_, broadcast, broadcast_,
-                          broadcast_parameters, grouped_allreduce, grouped_allreduce_)
+                          broadcast_parameters, grouped_allreduce, grouped_allreduce_,
+                          nonfinite_skips)
 from .topology import (communicator, init, is_initialized, local_rank, local_size, rank,
                        shutdown, size)
 from .averaging import AdaptivePeriodicAverager, PeriodicAverager

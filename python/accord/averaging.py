@@ -158,8 +158,19 @@ class PeriodicAverager:
         every rank; subtracting it keeps the appended value small (drift since the last sync,
         not the whole norm), which is what makes float32 slots usable (docs: precision).
         """
-        tensors, n_params = self._tensors(params)
-        check_consistency(self.comm, "PeriodicAverager", tensors)
+        tensors, n_params, err = [], 0, None
+        try:
+            tensors, n_params = self._tensors(params)
+            for i, t in enumerate(tensors):
+                if not is_tensor(t) or not t.is_floating_point():
+                    what = (str(t.dtype).replace("torch.", "") if is_tensor(t)
+                            else type(t).__name__)
+                    raise TypeError(f"average_parameters: tensor #{i} to average is {what}; "
+                                    "only floating-point torch tensors are averaged (the mean "
+                                    "of integers is not an integer)")
+        except (TypeError, ValueError) as e:
+            err = e  # raised on every rank by the exchange, before anything moves
+        check_consistency(self.comm, "PeriodicAverager", tensors, local_error=err)
         # Where the appended scalar goes: a float64 bucket (exact), else a float32 bucket as an
         # exact hi/lo pair, else (half-precision-only models) a separate small allreduce. Every
         # bucket gets the room; only the chosen one sends it.
@@ -193,8 +204,7 @@ class PeriodicAverager:
         size = self.comm.size
         # Reduce every bucket before writing any back: a failure leaves the model untouched.
         for buf in bufs:
-            self.comm.allreduce_(buf, "sum")
-            buf.div_(size)
+            self.comm.allreduce_(buf, "sum", scale=1.0 / size)  # scaled before 16-bit rounding
         for b, buf in zip(fusion.buckets, bufs):
             fusion.unpack(b, buf, tensors)
         if not measure:
@@ -224,15 +234,18 @@ class PeriodicAverager:
     def state_dict(self) -> dict:
         return {"step": self.step, "num_syncs": self.num_syncs,
                 "last_sync_step": self.last_sync_step, "period": self.period,
-                "variance_history": [tuple(h) for h in self.variance_history]}
+                "variance_history": [tuple(h) for h in self.variance_history],
+                "variance_offset": self._offset}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = check_int("state['step']", state["step"], 0)
         self.num_syncs = check_int("state['num_syncs']", state["num_syncs"], 0)
         self.last_sync_step = check_int("state['last_sync_step']", state["last_sync_step"], 0)
         self.variance_history = [tuple(h) for h in state.get("variance_history", [])]
-        # the offset c is only a precision aid; 0 is exact, and the next sync re-establishes it
-        self._offset = 0.0
+        # c (see _sync) cancels mathematically but not in rounding: restoring it makes a resumed
+        # run measure the same V bit for bit, hence (ADPSGD) choose the same periods. Older
+        # states lack it: 0 is exact up to rounding.
+        self._offset = float(state.get("variance_offset", 0.0))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(period={self.period}, step={self.step}, "

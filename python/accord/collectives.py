@@ -16,9 +16,40 @@ what differs, instead of deadlocking or silently mixing tensors. It costs one sm
 no pass over the data; turn it off with ``accord.set_consistency_check(False)`` or
 ``ACCORD_CHECK_CONSISTENCY=0``.
 
-NaN/Inf: Sum and Average propagate them element-wise (as MPI does). Adasum works per layer: a
-NaN or Inf anywhere in one rank's tensor makes that whole tensor NaN on every rank (other tensors
-of a grouped call are unaffected), so a loss scaler (GradScaler) sees it and skips the step.
+Bad input: every argument problem is found before any data moves or any input is written, and
+it joins the consistency exchange, so every rank raises (naming the argument and the ranks), not
+only the one that saw it. A call either completes or leaves its inputs untouched.
+
+* dtypes: Sum takes float16/bfloat16/float32/float64 and integer dtypes (int8 to int64, numpy
+  unsigned too); Average takes the floating dtypes only: an integer Average is refused
+  (``TypeError``), since its mean is not an integer (use a floating copy, or Sum and divide
+  yourself). Adasum takes float16/bfloat16/float32/float64. broadcast and allgather move any
+  numpy or torch dtype except numpy object arrays.
+* requires grad: the in-place calls (``allreduce_``, ``grouped_allreduce_``, ``broadcast_``)
+  refuse a tensor that requires grad while grad mode is on (``RuntimeError``): they would change
+  it behind autograd's back. Pass ``t.detach()`` (shares memory) or call them under
+  ``torch.no_grad()``. ``broadcast_parameters`` writes parameters the way an optimizer step does
+  (not recorded by autograd) and accepts them.
+
+Gradients of the out-of-place calls: ``allreduce``/``grouped_allreduce`` with Sum or Average on
+tensors that require grad (grad mode on) return results that carry the collective's adjoint, as
+``torch.distributed.nn.functional.all_reduce`` does: the gradient of the inputs is the Sum
+(resp. Average) over ranks of the results' gradients, itself a collective run during backward,
+so every rank must backpropagate through the results. Adasum has no simple adjoint: its results
+are detached. ``broadcast`` and ``allgather`` return detached results.
+
+Reductions: Average is a Sum scaled by 1/N before the result is rounded to the tensor's dtype;
+float16 and bfloat16 are reduced and scaled in float32 and rounded once, so a mean that fits the
+16-bit type does not overflow (a float16 Sum whose value exceeds 65504 is inf).
+
+NaN/Inf: ``accord.set_nonfinite`` / ``ACCORD_NONFINITE`` picks the policy of ``allreduce(_)`` and
+``grouped_allreduce(_)``. ``"propagate"`` (default, no cost): Sum and Average propagate NaN/Inf
+element-wise (as MPI does); Adasum works per layer: a NaN or Inf anywhere in one rank's tensor
+makes that whole tensor NaN on every rank (other tensors of a grouped call are unaffected), so a
+loss scaler (GradScaler) sees it and skips the step. ``"raise"``: ``FloatingPointError`` on every
+rank, inputs unchanged. ``"skip"``: the whole call's results are zeros on every rank (counted by
+:func:`nonfinite_skips`). Both decide from the reduced values plus one 8-byte max-allreduce of a
+flag, so ranks never disagree.
 """
 from __future__ import annotations
 
@@ -36,13 +67,24 @@ from .fusion import Fusion
 from .reduce_op import ReduceOp, parse_op
 
 __all__ = ["allreduce", "allreduce_", "grouped_allreduce", "grouped_allreduce_", "broadcast",
-           "broadcast_", "broadcast_parameters", "allgather"]
+           "broadcast_", "broadcast_parameters", "allgather", "nonfinite_skips"]
 
 _ALLREDUCE_OPS = (ReduceOp.SUM, ReduceOp.AVERAGE, ReduceOp.ADASUM)
+_NUMPY_SUM = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32,
+                                             np.uint32, np.int64, np.uint64, np.float16,
+                                             np.float32, np.float64))
+_SUM_DTYPES = "float16, bfloat16, float32, float64 or an integer dtype"
+_skips = 0
+
+
+def nonfinite_skips() -> int:
+    """How many allreduce/grouped_allreduce calls returned zeros under the ``"skip"`` NaN/Inf
+    policy (``accord.set_nonfinite``) in this process."""
+    return _skips
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers
+# argument checks (run before any data moves; their errors join the consistency exchange)
 
 
 def _comm(comm):
@@ -74,23 +116,74 @@ def _one_unit(fn):
     return call
 
 
-def _local_error(op: ReduceOp, tensors):
-    """This rank's own argument problems, reported through the consistency check so that every
-    rank raises (module doc)."""
+def _check_buffer(t, name: str) -> None:
+    if not (is_tensor(t) or isinstance(t, np.ndarray)):
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(t).__name__}")
+    if not is_tensor(t) and t.dtype.hasobject:
+        raise TypeError(f"{name}: numpy dtype {t.dtype} holds Python objects, which cannot be "
+                        "sent; use a numeric dtype")
+
+
+def _check_writable(t, name: str) -> None:
+    """In-place calls never write into a tensor autograd tracks (module doc)."""
+    if is_tensor(t) and t.requires_grad and torch_module().is_grad_enabled():
+        raise RuntimeError(f"{name} requires grad: an in-place collective would overwrite it "
+                           f"behind autograd's back; pass {name}.detach() (same memory, not "
+                           "recorded), call it under torch.no_grad(), or use the out-of-place "
+                           "form (accord.allreduce / grouped_allreduce / broadcast)")
+
+
+def _check_reducible(t, name: str, op: ReduceOp) -> None:
     if op is ReduceOp.ADASUM:
-        for i, t in enumerate(tensors):
-            try:
-                dtype_code(t, f"tensors[{i}]")  # the kernels' dtypes only
-            except TypeError as e:
-                return e
+        dtype_code(t, name)  # the kernels' dtypes only
+        return
+    if is_tensor(t):
+        torch = torch_module()
+        ok = t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64,
+                         torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+        integer = ok and not t.is_floating_point()
+    else:
+        ok = t.dtype in _NUMPY_SUM
+        integer = ok and t.dtype.kind in "iu"
+    dtype = str(t.dtype).replace("torch.", "")
+    if not ok:
+        raise TypeError(f"{name}: dtype {dtype} cannot be reduced with op=accord."
+                        f"{op.name.title()}; use {_SUM_DTYPES}")
+    if integer and op is ReduceOp.AVERAGE:
+        copy = f"{name}.double()" if is_tensor(t) else f"{name}.astype(np.float64)"
+        raise TypeError(f"{name}: op=accord.Average of integer dtype {dtype} is refused (the "
+                        "mean of integers is not an integer); reduce a floating-point copy "
+                        f"(e.g. {copy}), or use op=accord.Sum and divide yourself")
+
+
+def _local_error(op, tensors, names, *, in_place: bool, root_rank=None, size=None):
+    """This rank's own argument problems, reported through the consistency check so that every
+    rank raises (module doc); None if there are none."""
+    try:
+        if root_rank is not None and not (isinstance(root_rank, int) and 0 <= root_rank < size):
+            raise ValueError(f"root_rank must be an int in [0, {size}), got {root_rank!r}")
+        for t, name in zip(tensors, names):
+            _check_buffer(t, name)
+            if op is not None:
+                _check_reducible(t, name, op)
+            if in_place:
+                _check_writable(t, name)
+    except (TypeError, ValueError, RuntimeError) as e:
+        return e
     return None
 
 
-def _scale_(buf, factor: float) -> None:
-    if is_tensor(buf):
-        buf.mul_(factor)
-    else:
-        np.multiply(buf, factor, out=buf, casting="unsafe")
+def _what(kind: str, op: ReduceOp, hierarchical: bool) -> str:
+    # The NaN/Inf policy is part of the signature: raise/skip run one more small allreduce.
+    return f"{kind}:{op.value}:{hierarchical}:{settings.nonfinite()}"
+
+
+def _tensor_names(n: int, name: str = "tensors"):
+    return [f"{name}[{i}]" for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the reduction
 
 
 def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: bool) -> None:
@@ -102,9 +195,149 @@ def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: b
         else:
             adasum_allreduce_(flat, offsets, comm)
         return
-    comm.allreduce_(flat, "sum")
-    if op is ReduceOp.AVERAGE:
-        _scale_(flat, 1.0 / comm.size)
+    # Average: the 1/N scale is applied before the values are rounded to a 16-bit dtype
+    comm.allreduce_(flat, "sum", scale=1.0 / comm.size if op is ReduceOp.AVERAGE else None)
+
+
+def _finite(buf) -> bool:
+    if is_tensor(buf):
+        return not buf.is_floating_point() or bool(torch_module().isfinite(buf).all())
+    return buf.dtype.kind not in "fc" or bool(np.isfinite(buf).all())
+
+
+def _nonfinite_anywhere(bufs, comm) -> bool:
+    """Whether any rank's reduced result holds NaN/Inf: one flag, max-reduced, so every rank
+    decides alike even if a transport gave ranks different bits."""
+    local = int(not all(_finite(b) for b in bufs))
+    if comm.size == 1:
+        return bool(local)
+    return bool(comm.allreduce_small(np.array([local], dtype=np.int64), "max")[0])
+
+
+def _zero_(buf) -> None:
+    if is_tensor(buf):
+        buf.zero_()
+    else:
+        buf[...] = 0
+
+
+def _after_reduction(bufs, comm, policy: str) -> None:
+    """The NaN/Inf policy on the reduced buffers, before anything is written to the inputs."""
+    global _skips
+    if policy == "propagate" or not _nonfinite_anywhere(bufs, comm):
+        return
+    if policy == "raise":
+        raise FloatingPointError("accord: the reduced result holds NaN or Inf (policy 'raise', "
+                                 "accord.set_nonfinite); the inputs are unchanged on every rank")
+    _skips += 1
+    for b in bufs:
+        _zero_(b)
+
+
+def _copy(t):
+    """A contiguous, detached copy (the out-of-place result before its reduction)."""
+    if is_tensor(t):
+        return t.detach().clone(memory_format=torch_module().contiguous_format)
+    return np.array(t, copy=True, order="C")
+
+
+def _reduce_one_(tensor, op, comm, hierarchical, policy) -> None:
+    """Reduce one validated tensor in place."""
+    offsets = np.array([0, numel(tensor)], dtype=np.int64)
+    if is_contiguous(tensor) and policy != "raise":
+        flat = flat_view(tensor.detach() if is_tensor(tensor) else tensor)
+        _reduce_flat_(flat, offsets, op, comm, hierarchical)
+        _after_reduction([flat], comm, policy)
+        return
+    # a scratch copy: non-contiguous tensors, and "raise", which must leave the input unchanged
+    flat = flat_view(_copy(tensor))
+    _reduce_flat_(flat, offsets, op, comm, hierarchical)
+    _after_reduction([flat], comm, policy)
+    if is_tensor(tensor):
+        tensor.detach().copy_(flat.view(tensor.shape))
+    else:
+        tensor[...] = flat.reshape(tensor.shape)
+
+
+def _grouped_(tensors, op, comm, hierarchical, policy, in_place: bool):
+    """Reduce validated tensors; in place (returns them) or into fresh fused buffers (returns
+    views of those). Every bucket is reduced before any result is written back, so a failure
+    leaves the inputs untouched."""
+    # Out of place, the results are views into the fused buffers: fresh ones every call.
+    # In place, the buffers are scratch: one per bucket, kept while the same layout recurs.
+    fusion = _in_place_fusion(tensors) if in_place else Fusion(tensors)
+    fused = []
+    for bucket in fusion.buckets:
+        buf = fusion.pack(bucket, tensors)
+        _reduce_flat_(buf, bucket.offsets, op, comm, hierarchical)
+        fused.append(buf)
+    _after_reduction(fused, comm, policy)
+    if in_place:
+        for bucket, buf in zip(fusion.buckets, fused):
+            fusion.unpack(bucket, buf, tensors)
+        return list(tensors)
+    out = [None] * len(tensors)
+    for bucket, buf in zip(fusion.buckets, fused):
+        for i, view in zip(bucket.members, fusion.views(bucket, buf, tensors)):
+            out[i] = view
+    return out
+
+
+def _wants_grad(op, tensors) -> bool:
+    if op is ReduceOp.ADASUM or not any(is_tensor(t) and t.requires_grad for t in tensors):
+        return False
+    return torch_module().is_grad_enabled()
+
+
+_FUNCTION = None
+
+
+def _autograd_allreduce():
+    """The autograd Function of out-of-place Sum/Average: forward reduces copies of the inputs,
+    backward reduces the results' gradients with the same op (the adjoint of a Sum over ranks
+    is a Sum of the output gradients; of an Average, their Average)."""
+    global _FUNCTION
+    if _FUNCTION is None:
+        torch = torch_module()
+
+        class AllreduceFunction(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, op, comm, hierarchical, *tensors):
+                ctx.op, ctx.comm, ctx.hierarchical = op, comm, hierarchical
+                out = [_copy(t) for t in tensors]
+                _grouped_(out, op, comm, hierarchical, settings.nonfinite(), in_place=True)
+                return tuple(out)
+
+            @staticmethod
+            def backward(ctx, *grads):
+                gs = [_copy(g) for g in grads]
+                check_consistency(ctx.comm, _what("allreduce-backward", ctx.op, ctx.hierarchical),
+                                  gs)
+                # gradients keep NaN/Inf (GradScaler's signal): no policy here
+                _grouped_(gs, ctx.op, ctx.comm, ctx.hierarchical, "propagate", in_place=True)
+                return (None, None, None, *gs)
+
+        _FUNCTION = AllreduceFunction
+    return _FUNCTION
+
+
+def _allreduce_list(tensors, names, op, comm, hierarchical, kind, in_place):
+    op, comm = parse_op(op, _ALLREDUCE_OPS), _comm(comm)
+    check_consistency(comm, _what(kind, op, hierarchical), tensors,
+                      local_error=_local_error(op, tensors, names, in_place=in_place))
+    policy = settings.nonfinite()
+    if in_place:
+        if len(tensors) == 1:
+            _reduce_one_(tensors[0], op, comm, hierarchical, policy)
+            return tensors
+        return _grouped_(tensors, op, comm, hierarchical, policy, in_place=True)
+    if _wants_grad(op, tensors):
+        return list(_autograd_allreduce().apply(op, comm, hierarchical, *tensors))
+    if len(tensors) == 1:
+        out = _copy(tensors[0])
+        _reduce_one_(out, op, comm, hierarchical, policy)
+        return [out]
+    return _grouped_(tensors, op, comm, hierarchical, policy, in_place=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,62 +346,50 @@ def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: b
 
 @_one_unit
 def allreduce_(tensor, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
-    """Reduce ``tensor`` over all ranks in place and return it."""
-    op, comm = parse_op(op, _ALLREDUCE_OPS), _comm(comm)
-    check_consistency(comm, f"allreduce:{op.value}:{hierarchical}", [tensor],
-                      local_error=_local_error(op, [tensor]))
-    offsets = np.array([0, numel(tensor)], dtype=np.int64)
-    if is_contiguous(tensor):
-        _reduce_flat_(flat_view(tensor), offsets, op, comm, hierarchical)
-        return tensor
-    flat = tensor.contiguous().view(-1) if is_tensor(tensor) else \
-        np.ascontiguousarray(tensor).reshape(-1)
-    _reduce_flat_(flat, offsets, op, comm, hierarchical)
-    if is_tensor(tensor):
-        tensor.copy_(flat.view(tensor.shape))
-    else:
-        tensor[...] = flat.reshape(tensor.shape)
-    return tensor
+    """Reduce ``tensor`` over all ranks in place and return it.
+
+    Refused on every rank, with ``tensor`` unchanged: dtypes ``op`` cannot reduce (integer
+    Average among them), a tensor that requires grad while grad mode is on (pass
+    ``tensor.detach()`` or use ``torch.no_grad()``). NaN/Inf: ``accord.set_nonfinite`` (module
+    doc)."""
+    return _allreduce_list([tensor], ["tensor"], op, comm, hierarchical, "allreduce",
+                           True)[0]
 
 
 @_one_unit
 def allreduce(tensor, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
-    """Return the reduction of ``tensor`` over all ranks (the input is left unchanged)."""
-    out = tensor.clone() if is_tensor(tensor) else np.array(tensor, copy=True, order="C")
-    return allreduce_(out, op, comm=comm, hierarchical=hierarchical)
+    """Return the reduction of ``tensor`` over all ranks (the input is left unchanged).
+
+    With Sum/Average and a ``tensor`` that requires grad, the result carries gradients: the
+    input's gradient is the Sum/Average over ranks of the result's gradients (every rank must
+    backpropagate through it). Adasum results are detached. Dtype rules and NaN/Inf: module doc.
+    """
+    return _allreduce_list([tensor], ["tensor"], op, comm, hierarchical, "allreduce",
+                           False)[0]
 
 
 @_one_unit
 def grouped_allreduce(tensors, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
-    """Reduce a list of tensors; returns new tensors (views into the fused buffers)."""
-    return _grouped(list(tensors), op, comm, hierarchical, in_place=False)
+    """Reduce a list of tensors; returns new tensors (views into the fused buffers; with
+    Sum/Average on tensors that require grad, separate tensors carrying gradients as
+    :func:`allreduce`'s)."""
+    tensors = list(tensors)
+    if not tensors:
+        return []
+    return _allreduce_list(tensors, _tensor_names(len(tensors)), op, comm, hierarchical,
+                           "grouped", False)
 
 
 @_one_unit
 def grouped_allreduce_(tensors, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
-    """Reduce a list of tensors in place (fused into buffers of at most the fusion threshold)."""
-    return _grouped(list(tensors), op, comm, hierarchical, in_place=True)
-
-
-def _grouped(tensors, op, comm, hierarchical, in_place):
-    op, comm = parse_op(op, _ALLREDUCE_OPS), _comm(comm)
+    """Reduce a list of tensors in place (fused into buffers of at most the fusion threshold).
+    Every bucket is reduced before any tensor is written: a call that fails leaves them all
+    unchanged. Same refusals as :func:`allreduce_`."""
+    tensors = list(tensors)
     if not tensors:
         return []
-    check_consistency(comm, f"grouped:{op.value}:{hierarchical}", tensors,
-                      local_error=_local_error(op, tensors))
-    # Out of place, the results are views into the fused buffers: fresh ones every call.
-    # In place, the buffers are scratch: one per bucket, kept while the same layout recurs.
-    fusion = _in_place_fusion(tensors) if in_place else Fusion(tensors)
-    out = list(tensors) if in_place else [None] * len(tensors)
-    for bucket in fusion.buckets:
-        fused = fusion.pack(bucket, tensors)
-        _reduce_flat_(fused, bucket.offsets, op, comm, hierarchical)
-        if in_place:
-            fusion.unpack(bucket, fused, tensors)
-        else:
-            for i, view in zip(bucket.members, fusion.views(bucket, fused, tensors)):
-                out[i] = view
-    return out
+    return _allreduce_list(tensors, _tensor_names(len(tensors)), op, comm, hierarchical,
+                           "grouped", True)
 
 
 # Scratch for in-place grouped calls, keyed by the call's layout: a training loop repeats one.
@@ -197,27 +418,34 @@ topology.on_shutdown(_FUSIONS.clear)
 
 @_one_unit
 def broadcast_(tensor, root_rank: int = 0, *, comm=None):
-    """Overwrite ``tensor`` on every rank with ``root_rank``'s, in place."""
+    """Overwrite ``tensor`` on every rank with ``root_rank``'s, in place. A tensor that requires
+    grad is refused while grad mode is on (pass ``tensor.detach()`` or use ``torch.no_grad()``)."""
     comm = _comm(comm)
-    if not 0 <= root_rank < comm.size:
-        raise ValueError(f"root_rank must be in [0, {comm.size}), got {root_rank}")
-    check_consistency(comm, f"broadcast:{root_rank}", [tensor])
-    if is_contiguous(tensor):
-        comm.broadcast_(flat_view(tensor), root_rank)
+    check_consistency(comm, f"broadcast:{root_rank}", [tensor],
+                      local_error=_local_error(None, [tensor], ["tensor"], in_place=True,
+                                               root_rank=root_rank, size=comm.size))
+    target = tensor.detach() if is_tensor(tensor) else tensor
+    if is_contiguous(target):
+        comm.broadcast_(flat_view(target), root_rank)
         return tensor
-    tmp = tensor.contiguous() if is_tensor(tensor) else np.ascontiguousarray(tensor)
+    tmp = _copy(target)
     comm.broadcast_(flat_view(tmp), root_rank)
-    if is_tensor(tensor):
-        tensor.copy_(tmp)
+    if is_tensor(target):
+        target.copy_(tmp)
     else:
-        tensor[...] = tmp
+        target[...] = tmp
     return tensor
 
 
 @_one_unit
 def broadcast(tensor, root_rank: int = 0, *, comm=None):
-    out = tensor.clone() if is_tensor(tensor) else np.array(tensor, copy=True, order="C")
-    return broadcast_(out, root_rank, comm=comm)
+    """``root_rank``'s ``tensor`` as a new (detached) tensor/array on every rank."""
+    comm = _comm(comm)
+    err = _local_error(None, [tensor], ["tensor"], in_place=False, root_rank=root_rank,
+                       size=comm.size)
+    if err is not None:
+        check_consistency(comm, f"broadcast:{root_rank}", [tensor], local_error=err)
+    return broadcast_(_copy(tensor), root_rank, comm=comm)
 
 
 @_one_unit
@@ -227,18 +455,31 @@ def broadcast_parameters(params, root_rank: int = 0, *, comm=None) -> None:
     ``params``: a ``state_dict()``/dict of name -> tensor, ``model.named_parameters()``, or an
     iterable of tensors. Tensors are fused by dtype/device into buffers of at most the fusion
     threshold; the order is the dict's/iterable's (identical on every rank for the same model).
+    Parameters are written as an optimizer step writes them (not recorded by autograd), so
+    tensors that require grad are accepted.
     """
     comm = _comm(comm)
-    if isinstance(params, dict):
-        tensors = list(params.values())
-    else:
-        tensors = [p[1] if isinstance(p, tuple) else p for p in params]
-    tensors = [t for t in tensors if t is not None]
+    err, tensors, names = None, [], []
+    try:
+        if isinstance(params, dict):
+            items = list(params.items())
+        else:
+            items = [p if isinstance(p, tuple) else (i, p) for i, p in enumerate(params)]
+        for key, t in items:
+            if t is not None:
+                tensors.append(t)
+                names.append(f"params[{key!r}]")
+    except TypeError as e:
+        err = TypeError(f"params must be a state_dict, named_parameters() or an iterable of "
+                        f"tensors, got {type(params).__name__} ({e})")
+    if err is None:
+        err = _local_error(None, tensors, names, in_place=False, root_rank=root_rank,
+                           size=comm.size)
+    # an empty list still joins the exchange: a rank with nothing must not leave the others
+    # waiting
+    check_consistency(comm, f"broadcast_parameters:{root_rank}", tensors, local_error=err)
     if not tensors:
         return
-    if not 0 <= root_rank < comm.size:
-        raise ValueError(f"root_rank must be in [0, {comm.size}), got {root_rank}")
-    check_consistency(comm, f"broadcast_parameters:{root_rank}", tensors)
     fusion = Fusion(tensors)
     for bucket in fusion.buckets:
         fused = fusion.pack(bucket)
@@ -248,9 +489,13 @@ def broadcast_parameters(params, root_rank: int = 0, *, comm=None) -> None:
 
 @_one_unit
 def allgather(tensor, *, comm=None):
-    """Concatenate every rank's ``tensor`` along dim 0 (the first dims may differ by rank)."""
+    """Concatenate every rank's ``tensor`` along dim 0 (the first dims may differ by rank).
+    The result is a new, detached tensor/array."""
     comm = _comm(comm)
-    t = tensor
+    err = _local_error(None, [tensor], ["tensor"], in_place=False)
+    if err is not None:
+        check_consistency(comm, "allgather", [tensor], local_error=err)
+    t = tensor.detach() if is_tensor(tensor) else tensor
     if is_tensor(t) and t.dim() == 0 or not is_tensor(t) and np.ndim(t) == 0:
         t = t.reshape(1)
     rest = tuple(t.shape[1:])

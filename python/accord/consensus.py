@@ -81,7 +81,7 @@ import numpy as np
 
 from . import _C, consensus_rules, topology
 from ._buffers import BoundedCache, addr, describe, is_tensor, numel, torch_module
-from ._kernels import CPU, CUDA, MAX_SOLVE_K, Flat, Plan, host_offsets
+from ._kernels import CPU, CUDA, MAX_SOLVE_K, Flat, Plan, dtype_code, host_offsets
 from .consistency import check_consistency
 from .fusion import Fusion
 
@@ -155,6 +155,23 @@ class _Scratch:
             self.gram = flat.new(max(size, 1), float64=True)
         else:
             self.gram = np.empty(max(size, 1), dtype=np.float64)
+
+
+def numel_from(off) -> int:
+    return int(off[-1])
+
+
+def _check_flat(flat, name: str) -> None:
+    """aggregate_flat_'s buffer: a contiguous array/tensor of a kernel dtype, writable."""
+    if not (is_tensor(flat) or isinstance(flat, np.ndarray)):
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got "
+                        f"{type(flat).__name__}")
+    dtype_code(flat, name)
+    if not (flat.is_contiguous() if is_tensor(flat) else flat.flags.c_contiguous):
+        raise ValueError(f"{name} must be contiguous (it is aggregated in place)")
+    if is_tensor(flat) and flat.requires_grad and torch_module().is_grad_enabled():
+        raise RuntimeError(f"{name} requires grad: aggregate_flat_ writes it in place; pass "
+                           f"{name}.detach() or call it under torch.no_grad()")
 
 
 def _zeros(flat: Flat, n: int):
@@ -260,16 +277,10 @@ class ConsensusAggregator:
         all of them as one unit)."""
         tensors = list(tensors)
         comm = self.comm
-        check_consistency(comm, self._what("aggregate", None), tensors)
+        check_consistency(comm, self._what("aggregate", None), tensors,
+                          local_error=self._aggregate_error(tensors, comm))
         if not tensors:
             return []
-        first = tensors[0]
-        for i, t in enumerate(tensors[1:], 1):
-            if is_tensor(t) != is_tensor(first) or t.dtype != first.dtype or (
-                    is_tensor(t) and t.device != first.device):
-                raise TypeError(f"ConsensusAggregator.aggregate: tensors[{i}] is "
-                                f"{describe(t)} but tensors[0] is {describe(first)}; all "
-                                "tensors must share one dtype, framework and device")
         # One bucket whatever its size: the weights are computed over the whole call. The
         # results are views into it, so it is fresh every call.
         fusion = Fusion(tensors, math.inf)
@@ -287,10 +298,16 @@ class ConsensusAggregator:
         "raise") ``flat`` is left unchanged.
         """
         comm = self.comm
-        off = host_offsets(offsets, numel(flat))
-        if key is not None and not isinstance(key, (int, str)):
-            raise TypeError(f"key must be an int or a str, got {type(key).__name__}")
-        check_consistency(comm, self._what("flat", off, key), [flat])
+        off, err = None, None
+        try:
+            _check_flat(flat, "flat")
+            off = host_offsets(offsets, numel(flat))
+            if key is not None and not isinstance(key, (int, str)):
+                raise TypeError(f"key must be an int or a str, got {type(key).__name__}")
+            self._state_error(off, key, comm.size)
+        except (TypeError, ValueError, RuntimeError) as e:
+            err = e
+        check_consistency(comm, self._what("flat", off, key), [flat], local_error=err)
         return self._run(flat, off, key, comm)
 
     def state_dict(self) -> dict:
@@ -359,6 +376,38 @@ class ConsensusAggregator:
         self.skipped_steps = int(skipped)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _aggregate_error(self, tensors, comm):
+        """This rank's problems with aggregate()'s arguments (joined to the exchange)."""
+        try:
+            for i, t in enumerate(tensors):
+                if not (is_tensor(t) or isinstance(t, np.ndarray)):
+                    raise TypeError(f"tensors[{i}] must be a numpy array or a torch tensor, got "
+                                    f"{type(t).__name__}")
+                dtype_code(t, f"tensors[{i}]")
+            first = tensors[0] if tensors else None
+            for i, t in enumerate(tensors[1:], 1):
+                if is_tensor(t) != is_tensor(first) or t.dtype != first.dtype or (
+                        is_tensor(t) and t.device != first.device):
+                    raise TypeError(f"ConsensusAggregator.aggregate: tensors[{i}] is "
+                                    f"{describe(t)} but tensors[0] is {describe(first)}; all "
+                                    "tensors must share one dtype, framework and device")
+            if tensors:
+                off = np.zeros(len(tensors) + 1, dtype=np.int64)
+                np.cumsum([numel(t) for t in tensors], out=off[1:])
+                self._state_error(off, None, comm.size)
+        except (TypeError, ValueError) as e:
+            return e
+        return None
+
+    def _state_error(self, off, key, N: int) -> None:
+        """Raise if the loaded state cannot serve this call (another number of workers, another
+        number of units): ranks may have loaded different checkpoints, so this is checked
+        before the exchange, not in the middle of the collective."""
+        units = 1 if self.granularity == "model" else off.shape[0] - 1
+        if numel_from(off) == 0:
+            return
+        self._entry(off, key, units, N)
 
     def _known_size(self):
         if self._comm is not None:

@@ -46,11 +46,7 @@ def _hierarchical_adasum_(flat, offsets: np.ndarray, comm):
     local, cross, reducer = _topology(comm)
     ls, n = local.size, offsets[-1]
     if ls > 1:
-        local.allreduce_(flat, "sum")
-        if is_tensor(flat):
-            flat.mul_(1.0 / ls)
-        else:
-            np.multiply(flat, 1.0 / ls, out=flat, casting="unsafe")
+        local.allreduce_(flat, "sum", scale=1.0 / ls)  # scaled before 16-bit rounding
     if cross.size == 1:
         return flat
     if ls == 1:

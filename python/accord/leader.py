@@ -95,12 +95,16 @@ class LeaderSGD:
             group_size = check_int("group_size", group_size, 1)
         self.select_by = select_by
         self._common_fn = common_loss
-        self._params = tensor_list(params)
-        if not self._params:
-            raise ValueError("params is empty")
-
         self.comm = comm if comm is not None else topology.communicator()
-        check_consistency(self.comm, "LeaderSGD", self._params)  # same model on every rank
+        self._params, err = [], None
+        try:
+            self._params = tensor_list(params)
+            if not self._params:
+                raise ValueError("params is empty")
+        except (TypeError, ValueError) as e:
+            err = e  # raised on every rank by the exchange below, not on this one alone
+        # same model on every rank
+        check_consistency(self.comm, "LeaderSGD", self._params, local_error=err)
         self.group = (self.comm.local_split() if group_size is None
                       else self.comm.split(self.comm.rank // group_size))
         #: world ranks of this rank's group, in group-rank order
@@ -138,26 +142,43 @@ class LeaderSGD:
         return _scalar(float(np.mean(self._losses)), "windowed loss")
 
     @staticmethod
-    def _gather(comm, score: float) -> np.ndarray:
-        out = np.empty(comm.size, dtype=np.float64)
-        comm.allgather(np.array([score], dtype=np.float64), out)
-        return out
+    def _gather(comm, score: float, error) -> np.ndarray:
+        """Every rank's score; a rank whose score could not be computed (``error``) sends a
+        flag instead, and then every rank raises: a rank failing alone would leave the others
+        waiting in the next broadcast."""
+        out = np.empty(2 * comm.size, dtype=np.float64)
+        comm.allgather(np.array([score, float(error is not None)], dtype=np.float64), out)
+        bad = np.nonzero(out[1::2])[0].tolist()
+        if bad:
+            if error is not None:
+                raise error
+            raise ValueError(f"LeaderSGD.step: rank(s) {bad} of this round could not score "
+                             "their model (bad loss or common_loss there); refused on every "
+                             "rank of the round")
+        return out[0::2]
 
     @staticmethod
     def _best(scores, ranks) -> int:
         """World rank with the lowest score; ties (and all-inf) to the lowest rank."""
         return min(zip(scores, ranks))[1]
 
-    def _select(self, score: float, global_round: bool):
+    def _select(self, score: float, global_round: bool, error=None):
         """(local leader, global leader or None), world ranks, identical on all ranks of a
         group (global: of the world)."""
         if global_round:
-            scores = self._gather(self.comm, score)
+            scores = self._gather(self.comm, score, error)
             gl = self._best(scores, range(self.comm.size))
             ll = self._best(scores[self.group_ranks], self.group_ranks)
             return ll, gl
-        scores = self._gather(self.group, score)
+        scores = self._gather(self.group, score, error)
         return self._best(scores, self.group_ranks), None
+
+    def _scored(self, common_loss):
+        """(score, None) or (inf, the error computing it)."""
+        try:
+            return self._score(common_loss), None
+        except (TypeError, ValueError) as e:
+            return math.inf, e
 
     # -- the round ----------------------------------------------------------------------
 
@@ -165,17 +186,31 @@ class LeaderSGD:
         """Record this step's training loss and run a round if one is due. Collective (every
         rank calls it after every optimizer step). Returns True if parameters moved or were
         sent (a round ran)."""
-        if loss is not None:
-            self._losses.append(_scalar(loss, "loss"))
-        elif self.select_by == "window":
-            raise ValueError("step(loss): the training loss of this step is needed with "
-                             "select_by='window'")
-        self.step_count += 1
-        t = self.step_count
+        t = self.step_count + 1
         local, glob = t % self.period == 0, t % self.global_period == 0
+        err, appended = None, False
+        try:
+            if loss is not None:
+                self._losses.append(_scalar(loss, "loss"))
+                appended = True
+            elif self.select_by == "window":
+                raise ValueError("step(loss): the training loss of this step is needed with "
+                                 "select_by='window'")
+        except (TypeError, ValueError) as e:
+            err = e
         if not (local or glob):
+            if err is not None:
+                raise err  # no round this step: nobody waits on this rank
+            self.step_count = t
             return False
-        ll, gl = self._select(self._score(common_loss), glob)
+        score, score_err = self._scored(common_loss) if err is None else (math.inf, err)
+        try:
+            ll, gl = self._select(score, glob, score_err)
+        except (TypeError, ValueError):
+            if appended:  # the step did not happen: it can be repeated
+                self._losses.pop()
+            raise
+        self.step_count = t
         if local:
             self.num_local_rounds += 1
             self.local_leader = ll
@@ -228,14 +263,16 @@ class LeaderSGD:
             raise ValueError(f"kind must be 'leader' or 'average', got {kind!r}")
         f = self._fusion
         out = [p.detach().clone() for p in self._params]
-        gl = self._select(self._score(common_loss), True)[1] if kind == "leader" else None
+        gl = None
+        if kind == "leader":
+            score, err = self._scored(common_loss)
+            gl = self._select(score, True, err)[1]
         for bucket in f.buckets:
             buf = f.pack(bucket, copy=0)  # x's scratch: free outside a round
             if kind == "leader":
                 self.comm.broadcast_(buf, gl)
             else:
-                self.comm.allreduce_(buf, "sum")
-                buf.div_(self.comm.size)
+                self.comm.allreduce_(buf, "sum", scale=1.0 / self.comm.size)
             f.unpack(bucket, buf, out)
         return out
 

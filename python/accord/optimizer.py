@@ -148,12 +148,17 @@ class _DistributedMixin:
         self._consensus = consensus
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         bad = None
-        if op is ReduceOp.ADASUM:
-            try:
-                for p in params:
-                    dtype_code(p, f"parameter {names.get(id(p), '?')}")
-            except TypeError as e:
-                bad = e
+        try:
+            for p in params:
+                name = f"parameter {names.get(id(p), '?')}"
+                if op in (ReduceOp.ADASUM, ReduceOp.CONSENSUS):
+                    dtype_code(p, name)  # the kernels' dtypes
+                elif not p.is_floating_point():
+                    raise TypeError(f"{name}: dtype {str(p.dtype).replace('torch.', '')} cannot "
+                                    f"be reduced with op=accord.{op.name.title()}; use a "
+                                    "floating-point dtype")
+        except TypeError as e:
+            bad = e
         threshold = None
         if op is ReduceOp.CONSENSUS and consensus.granularity == "model":
             # One weight set per call: "model" must see the whole model in one buffer.
@@ -322,9 +327,9 @@ class _DistributedMixin:
         else:
             if self._prescale != 1.0:
                 flat.mul_(self._prescale)
-            self._comm.allreduce_(flat, "sum")
-            if self._postscale != 1.0:
-                flat.mul_(self._postscale)
+            # the post-scale is applied before 16-bit gradients are rounded back (no overflow
+            # of a float16 sum whose mean fits)
+            self._comm.allreduce_(flat, "sum", scale=self._postscale)
         if flat.is_cuda:
             event = torch.cuda.Event()
             event.record()
@@ -513,6 +518,27 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
     ``consensus``: the ConsensusAggregator to use with ``op=accord.Consensus``.
     Collective: every rank wraps the same parameters (checked with one tiny allreduce).
     """
+    comm = comm if comm is not None else topology.communicator()
+    try:
+        op, names, f, consensus = _validate(optimizer, named_parameters, op,
+                                            backward_passes_per_step, gradient_predivide_factor,
+                                            comm, consensus)
+    except (TypeError, ValueError) as e:
+        # A problem seen on this rank only must not leave the others waiting in the exchange
+        # of _accord_setup: it joins that exchange, and every rank raises.
+        check_consistency(comm, "DistributedOptimizer:invalid", [], local_error=e)
+        raise
+    cls = _wrapped_class(type(optimizer))
+    wrapped = cls.__new__(cls)
+    # Share the optimizer's state, param_groups and hooks. An instance-level `step` (an LR
+    # scheduler's call-tracking wrapper around the old object's step) would shadow ours: drop it.
+    wrapped.__dict__.update({k: v for k, v in optimizer.__dict__.items() if k != "step"})
+    wrapped._accord_setup(op, names, backward_passes_per_step, float(f), comm, consensus)
+    return wrapped
+
+
+def _validate(optimizer, named_parameters, op, bpps, f, comm, consensus):
+    """DistributedOptimizer's argument checks: (op, names, predivide factor, consensus)."""
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
                         f"{type(optimizer).__name__}")
@@ -522,11 +548,8 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
         raise ValueError("LBFGS evaluates its closure several times per step; "
                          "accord.DistributedOptimizer does not support it")
     op = parse_op(op)
-    if (isinstance(backward_passes_per_step, bool) or
-            not isinstance(backward_passes_per_step, int) or backward_passes_per_step < 1):
-        raise ValueError("backward_passes_per_step must be an int >= 1, got "
-                         f"{backward_passes_per_step!r}")
-    f = gradient_predivide_factor
+    if isinstance(bpps, bool) or not isinstance(bpps, int) or bpps < 1:
+        raise ValueError(f"backward_passes_per_step must be an int >= 1, got {bpps!r}")
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and f > 0):
         raise ValueError(f"gradient_predivide_factor must be a positive number, got {f!r}")
     if f != 1.0 and op is not ReduceOp.AVERAGE:
@@ -534,7 +557,6 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
     if consensus is not None and op is not ReduceOp.CONSENSUS:
         raise ValueError("consensus= is only used with op=accord.Consensus")
     names = _named(optimizer, named_parameters)
-    comm = comm if comm is not None else topology.communicator()
     if op is ReduceOp.CONSENSUS:
         if consensus is None:
             from .consensus import ConsensusAggregator
@@ -545,11 +567,4 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
         elif consensus.comm is not comm:
             raise ValueError("the ConsensusAggregator runs on another communicator than the "
                              "optimizer; pass the same comm= to both")
-
-    cls = _wrapped_class(type(optimizer))
-    wrapped = cls.__new__(cls)
-    # Share the optimizer's state, param_groups and hooks. An instance-level `step` (an LR
-    # scheduler's call-tracking wrapper around the old object's step) would shadow ours: drop it.
-    wrapped.__dict__.update({k: v for k, v in optimizer.__dict__.items() if k != "step"})
-    wrapped._accord_setup(op, names, backward_passes_per_step, float(f), comm, consensus)
-    return wrapped
+    return op, names, f, consensus

@@ -6,6 +6,8 @@
                               with what every rank is doing (default 60; 0: never)
     ACCORD_TIMEOUT            seconds before such an operation ends the job with an error naming
                               it and the ranks that did not arrive (default 300; 0: never)
+    ACCORD_NONFINITE          what allreduce/grouped_allreduce do with a NaN/Inf result:
+                              propagate (default), raise or skip (see set_nonfinite)
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import os
 
 __all__ = ["fusion_threshold", "set_fusion_threshold", "consistency_check",
            "set_consistency_check", "timeout", "set_timeout", "stall_warning",
-           "set_stall_warning"]
+           "set_stall_warning", "nonfinite", "set_nonfinite", "NONFINITE_POLICIES"]
 
 DEFAULT_FUSION_THRESHOLD = 64 * 1024 * 1024
 DEFAULT_STALL_WARNING = 60.0
@@ -34,9 +36,25 @@ def _env_positive_int(name: str, default: int) -> int:
     return value
 
 
+#: the NaN/Inf policies of :func:`set_nonfinite`; the first is the default
+NONFINITE_POLICIES = ("propagate", "raise", "skip")
+
+
+def _env_choice(name: str, choices: tuple) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return choices[0]
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name}={raw!r} is not one of {', '.join(choices)}; set one of them "
+                         f"or unset it (default {choices[0]})")
+    return value
+
+
 _fusion = _env_positive_int("ACCORD_FUSION_THRESHOLD", DEFAULT_FUSION_THRESHOLD)
 _check = os.environ.get("ACCORD_CHECK_CONSISTENCY", "1").strip().lower() not in ("0", "false",
                                                                                   "off", "no")
+_nonfinite = _env_choice("ACCORD_NONFINITE", NONFINITE_POLICIES)
 
 
 def set_fusion_threshold(nbytes: int) -> None:
@@ -110,3 +128,27 @@ def set_stall_warning(seconds: float) -> None:
 def stall_warning() -> float:
     """See :func:`set_stall_warning` (0 means no warning)."""
     return _stall_warning
+def set_nonfinite(policy: str) -> None:
+    """What ``allreduce``/``allreduce_``/``grouped_allreduce(_)`` do when the reduced result holds
+    NaN or Inf (env ``ACCORD_NONFINITE``). Every rank must use the same policy (the collectives'
+    consistency check compares it).
+
+    * ``"propagate"`` (default): the NaN/Inf is returned like any value (Sum/Average element-wise,
+      Adasum for the whole tensor), so a loss scaler (GradScaler) sees it on every rank. Free.
+    * ``"raise"``: ``FloatingPointError`` on every rank; the inputs are left unchanged (in-place
+      calls reduce into a scratch copy first, which costs one copy of the data).
+    * ``"skip"``: the call's result is all zeros on every rank (in place: the tensors are zeroed),
+      as a skipped gradient step; :func:`accord.nonfinite_skips` counts such calls.
+
+    ``raise`` and ``skip`` decide from the reduced values with one 8-byte max-allreduce of a
+    "this rank's result is non-finite" flag, so the ranks never disagree.
+    """
+    global _nonfinite
+    if policy not in NONFINITE_POLICIES:
+        raise ValueError(f"policy must be one of {NONFINITE_POLICIES}, got {policy!r}")
+    _nonfinite = policy
+
+
+def nonfinite() -> str:
+    """The NaN/Inf policy of the collectives (see :func:`set_nonfinite`)."""
+    return _nonfinite

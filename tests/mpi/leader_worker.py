@@ -115,9 +115,9 @@ class CountingComm(Communicator):
         self._count("allreduce_small", np.size(v))
         return self.inner.allreduce_small(v, op)
 
-    def allreduce_(self, buf, op="sum"):
+    def allreduce_(self, buf, op="sum", *, scale=None):
         self._count("allreduce_", buf.numel() if hasattr(buf, "numel") else buf.size)
-        return self.inner.allreduce_(buf, op)
+        return self.inner.allreduce_(buf, op, scale=scale)
 
     def allgather(self, s, r):
         self._count("allgather", np.size(s))
@@ -217,9 +217,9 @@ def main():
     check(set(c) <= {"allgather", "broadcast_"}, f"unexpected traffic: {c}")
     rounds = T // 2
     check(c["allgather"][0] == rounds, f"one score gather per round: {c}")
-    # per round: 1 score; the 2 dtype groups broadcast per leader (local broadcast skipped
-    # when the group's local leader is the global one)
-    check(c["allgather"][1] == rounds, f"one scalar per rank per round: {c}")
+    # per round: 1 score and 1 error flag; the 2 dtype groups broadcast per leader (local
+    # broadcast skipped when the group's local leader is the global one)
+    check(c["allgather"][1] == 2 * rounds, f"two scalars per rank per round: {c}")
     check(c["broadcast_"][1] % numel == 0 and c["broadcast_"][1] >= rounds * numel,
           f"broadcast volume: {c} (model {numel})")
 

@@ -63,6 +63,16 @@ def check_op(op: str) -> str:
     return op
 
 
+def check_scale(scale, is_float: bool):
+    """``scale`` of :meth:`Communicator.allreduce_`: None or a number, floating buffers only."""
+    if scale is None or scale == 1.0:
+        return None
+    if not is_float:
+        raise TypeError("allreduce_(scale=...) needs a floating-point buffer; an integer "
+                        "buffer cannot hold the scaled values")
+    return float(scale)
+
+
 class Communicator(abc.ABC):
     """Abstract communicator over an ordered group of ``size`` ranks.
 
@@ -160,12 +170,15 @@ class Communicator(abc.ABC):
         """
 
     @abc.abstractmethod
-    def allreduce_(self, buf, op: str = "sum"):
+    def allreduce_(self, buf, op: str = "sum", *, scale: float | None = None):
         """Reduce ``buf`` element-wise over all ranks, in place; return ``buf``.
 
         For large buffers (plain Sum/Average, benchmark baseline). ``op`` is ``"sum"``,
-        ``"max"`` or ``"min"``. float16 and bfloat16 are reduced in float32 and rounded
-        once at the end. Every rank must pass the same number of elements and dtype.
+        ``"max"`` or ``"min"``. ``scale`` (floating-point buffers only) multiplies the reduced
+        values before they are written back: Average is ``op="sum", scale=1/N``. float16 and
+        bfloat16 are reduced and scaled in float32 and rounded once at the end, so a mean that
+        fits the 16-bit type is not lost to an overflowing 16-bit sum. Every rank must pass the
+        same number of elements and dtype.
         """
 
     @abc.abstractmethod

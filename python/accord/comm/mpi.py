@@ -9,7 +9,7 @@ from mpi4py import MPI
 
 from .._buffers import is_tensor as _is_torch_tensor
 from .._buffers import torch_module
-from .base import Communicator, check_op
+from .base import Communicator, check_op, check_scale
 
 _ndarray = np.ndarray
 
@@ -155,26 +155,35 @@ class MPICommunicator(Communicator):
         self._comm.Allreduce([np.ascontiguousarray(v), dt], [out, dt], mop)
         return out
 
-    def allreduce_(self, buf, op="sum"):
+    def allreduce_(self, buf, op="sum", *, scale=None):
         mop = _mpi_op(op)
         if type(buf) is not _ndarray and _is_torch_tensor(buf):
             torch = _torch_mod()
             if buf.dtype in (torch.float16, torch.bfloat16):
+                scale = check_scale(scale, True)
                 t = buf.detach()
                 tmp = t.to("cpu", torch.float32)
                 self._comm.Allreduce(MPI.IN_PLACE, [tmp.numpy(), MPI.FLOAT], mop)
+                if scale is not None:  # in float32, before the one rounding to 16 bits
+                    tmp.mul_(scale)
                 t.copy_(tmp)
                 return buf
         a, back = self._host(buf)
+        scale = check_scale(scale, a.dtype.kind in "fc")
         if a.dtype == _F16:
             tmp = a.astype(_F32)
             self._comm.Allreduce(MPI.IN_PLACE, [tmp, MPI.FLOAT], mop)
+            if scale is not None:
+                tmp *= np.float32(scale)
             a[...] = tmp
+            self._writeback(back)
             return buf
         dt = _REDUCE_DT.get(a.dtype)
         if dt is None:
             raise TypeError(f"allreduce_: unsupported dtype {a.dtype}")
         self._comm.Allreduce(MPI.IN_PLACE, [a, dt], mop)
+        if scale is not None:
+            np.multiply(a, scale, out=a, casting="unsafe")
         self._writeback(back)
         return buf
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .base import Communicator, check_op
+from .base import Communicator, check_op, check_scale
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 # Reduced through a wider type: gloo has no int16 reductions and sums float16/bfloat16 in
@@ -163,15 +163,20 @@ class TorchCommunicator(Communicator):
         dist.all_reduce(t, mop, group=self._group)
         return t.cpu().numpy()
 
-    def allreduce_(self, buf, op="sum"):
+    def allreduce_(self, buf, op="sum", *, scale=None):
         mop = _reduce_op(op)
         t, back = self._prepare(buf)
+        scale = check_scale(scale, t.is_floating_point() or t.is_complex())
         wide = _REDUCE_STAGE.get(t.dtype)
         if wide is None:
             dist.all_reduce(t, mop, group=self._group)
+            if scale is not None:
+                t.mul_(scale)
         else:
             tmp = t.to(wide)
             dist.all_reduce(tmp, mop, group=self._group)
+            if scale is not None:  # in float32, before the one rounding to 16 bits
+                tmp.mul_(scale)
             t.copy_(tmp)
         self._writeback(back)
         return buf
