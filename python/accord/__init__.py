@@ -9,7 +9,7 @@ from . import ops
 from ._C import build_info as _build_info
 from .reduce_op import Adasum, Average, Consensus, ReduceOp, Sum
 from .settings import (fusion_threshold, nonfinite, set_consistency_check, set_fusion_threshold,
-                       set_nonfinite)
+                       set_nonfinite, set_stall_warning, set_timeout, stall_warning, timeout)
 from .collectives import (allgather, allreduce, allreduce_, broadcast, broadcast_,
                           broadcast_parameters, grouped_allreduce, grouped_allreduce_,
                           nonfinite_skips)
