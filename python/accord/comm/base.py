@@ -107,7 +107,7 @@ class Communicator(abc.ABC):
         g = self.__dict__.get("_guard")
         if g is None:
             g = self._guard = Guard(f"{type(self).__name__}(backend={self.backend}, "
-                                    f"size={self._size})")
+                                    f"size={self.size})")
             watchdog.watch(self)
         return g
 
