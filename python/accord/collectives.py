@@ -7,8 +7,8 @@
     allgather(t)                      concatenation along dim 0 (first dims may differ)
 
 Ops: ``Sum``, ``Average`` and ``Adasum`` (per-tensor coefficients; see accord.adasum for the
-tree). Everything works on torch tensors (CPU through MPI or gloo, CUDA through NCCL) and on
-numpy arrays.
+tree), and the element-wise ``Min``, ``Max`` and ``Product``. Everything works on torch tensors
+(CPU through MPI or gloo, CUDA through NCCL) and on numpy arrays.
 
 Consistency check: before any data moves, ranks compare a 64-bit signature of the call (op,
 dtypes, shapes) with one tiny allreduce; a mismatch raises ``ValueError`` on every rank naming
@@ -37,7 +37,11 @@ from .reduce_op import ReduceOp, parse_op
 __all__ = ["allreduce", "allreduce_", "grouped_allreduce", "grouped_allreduce_", "broadcast",
            "broadcast_", "broadcast_parameters", "allgather"]
 
-_ALLREDUCE_OPS = (ReduceOp.SUM, ReduceOp.AVERAGE, ReduceOp.ADASUM)
+_ALLREDUCE_OPS = (ReduceOp.SUM, ReduceOp.AVERAGE, ReduceOp.ADASUM, ReduceOp.MIN, ReduceOp.MAX,
+                  ReduceOp.PRODUCT)
+# The communicator's name for each element-wise op (Average is a Sum, then a scale).
+_ELEMENTWISE = {ReduceOp.SUM: "sum", ReduceOp.AVERAGE: "sum", ReduceOp.MIN: "min",
+                ReduceOp.MAX: "max", ReduceOp.PRODUCT: "prod"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +80,7 @@ def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: b
         else:
             adasum_allreduce_(flat, offsets, comm)
         return
-    comm.allreduce_(flat, "sum")
+    comm.allreduce_(flat, _ELEMENTWISE[op])
     if op is ReduceOp.AVERAGE:
         _scale_(flat, 1.0 / comm.size)
 

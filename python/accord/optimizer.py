@@ -96,7 +96,7 @@ from . import ops, topology
 from ._kernels import dtype_code
 from .consistency import check_consistency
 from .fusion import Fusion
-from .reduce_op import ReduceOp, parse_op
+from .reduce_op import GRADIENT_OPS, ReduceOp, parse_op
 
 __all__ = ["DistributedOptimizer"]
 
@@ -521,7 +521,7 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
     if isinstance(optimizer, torch.optim.LBFGS):
         raise ValueError("LBFGS evaluates its closure several times per step; "
                          "accord.DistributedOptimizer does not support it")
-    op = parse_op(op)
+    op = parse_op(op, GRADIENT_OPS)
     if (isinstance(backward_passes_per_step, bool) or
             not isinstance(backward_passes_per_step, int) or backward_passes_per_step < 1):
         raise ValueError("backward_passes_per_step must be an int >= 1, got "

@@ -26,7 +26,7 @@ from __future__ import annotations
 import abc
 from typing import Any, Callable
 
-_REDUCE_OPS = ("sum", "max", "min")
+_REDUCE_OPS = ("sum", "max", "min", "prod")
 
 
 def _check_op(op: str) -> str:
@@ -86,8 +86,8 @@ class Communicator(abc.ABC):
 
         ``values`` is a 1-D numpy array (or array-like) of float64 or int64, typically a few
         per-layer scalars (e.g. ``3*L`` dot products) or a signature to compare across ranks.
-        ``op`` is ``"sum"``, ``"max"`` or ``"min"``. Every rank gets the same result, of the
-        same dtype and shape as ``values``; ``values`` itself is not modified. Called once per
+        ``op`` is ``"sum"``, ``"max"``, ``"min"`` or ``"prod"``. Every rank gets the same
+        result, of the same dtype and shape as ``values``; ``values`` itself is not modified. Called once per
         Adasum level, so it must be cheap.
         """
 
@@ -96,8 +96,8 @@ class Communicator(abc.ABC):
         """Reduce ``buf`` element-wise over all ranks, in place; return ``buf``.
 
         For large buffers (plain Sum/Average, benchmark baseline). ``op`` is ``"sum"``,
-        ``"max"`` or ``"min"``. float16 and bfloat16 are reduced in float32 and rounded
-        once at the end. Every rank must pass the same number of elements and dtype.
+        ``"max"``, ``"min"`` or ``"prod"``. float16 and bfloat16 are reduced in float32 and
+        rounded once at the end. Every rank must pass the same number of elements and dtype.
         """
 
     @abc.abstractmethod
