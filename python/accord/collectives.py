@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from . import settings, topology
+from . import profiling, settings, topology
 from ._buffers import BoundedCache, flat_view, is_contiguous, is_tensor, numel, torch_module
 from ._kernels import dtype_code
 from .adasum import adasum_allreduce_
@@ -71,14 +71,16 @@ def _scale_(buf, factor: float) -> None:
         np.multiply(buf, factor, out=buf, casting="unsafe")
 
 
-def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: bool) -> None:
-    """The reduction itself on one contiguous 1-D buffer split into tensor segments."""
+def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: bool,
+                  wire: str | None = None) -> None:
+    """The reduction itself on one contiguous 1-D buffer split into tensor segments.
+    ``wire``: Adasum's exchanges carry 16-bit values (accord.compression)."""
     if op is ReduceOp.ADASUM:
         if hierarchical:
             from .hierarchical import hierarchical_adasum_
             hierarchical_adasum_(flat, offsets, comm)
         else:
-            adasum_allreduce_(flat, offsets, comm)
+            adasum_allreduce_(flat, offsets, comm, wire)
         return
     comm.allreduce_(flat, _ELEMENTWISE[op])
     if op is ReduceOp.AVERAGE:
@@ -89,18 +91,20 @@ def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: b
 # allreduce
 
 
-def allreduce_(tensor, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
-    """Reduce ``tensor`` over all ranks in place and return it."""
+def allreduce_(tensor, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False,
+               wire: str | None = None):
+    """Reduce ``tensor`` over all ranks in place and return it. ``wire`` (Adasum, not
+    hierarchical): ``"float16"``/``"bfloat16"`` values in the exchanges."""
     op, comm = parse_op(op, _ALLREDUCE_OPS), _comm(comm)
     check_consistency(comm, f"allreduce:{op.value}:{hierarchical}", [tensor],
                       local_error=_local_error(op, [tensor]))
     offsets = np.array([0, numel(tensor)], dtype=np.int64)
     if is_contiguous(tensor):
-        _reduce_flat_(flat_view(tensor), offsets, op, comm, hierarchical)
+        _reduce_flat_(flat_view(tensor), offsets, op, comm, hierarchical, wire)
         return tensor
     flat = tensor.contiguous().view(-1) if is_tensor(tensor) else \
         np.ascontiguousarray(tensor).reshape(-1)
-    _reduce_flat_(flat, offsets, op, comm, hierarchical)
+    _reduce_flat_(flat, offsets, op, comm, hierarchical, wire)
     if is_tensor(tensor):
         tensor.copy_(flat.view(tensor.shape))
     else:
@@ -119,12 +123,14 @@ def grouped_allreduce(tensors, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: 
     return _grouped(list(tensors), op, comm, hierarchical, in_place=False)
 
 
-def grouped_allreduce_(tensors, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
-    """Reduce a list of tensors in place (fused into buffers of at most the fusion threshold)."""
-    return _grouped(list(tensors), op, comm, hierarchical, in_place=True)
+def grouped_allreduce_(tensors, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False,
+                       wire: str | None = None):
+    """Reduce a list of tensors in place (fused into buffers of at most the fusion threshold).
+    ``wire`` as for :func:`allreduce_`."""
+    return _grouped(list(tensors), op, comm, hierarchical, in_place=True, wire=wire)
 
 
-def _grouped(tensors, op, comm, hierarchical, in_place):
+def _grouped(tensors, op, comm, hierarchical, in_place, wire=None):
     op, comm = parse_op(op, _ALLREDUCE_OPS), _comm(comm)
     if not tensors:
         return []
@@ -135,10 +141,12 @@ def _grouped(tensors, op, comm, hierarchical, in_place):
     fusion = _in_place_fusion(tensors) if in_place else Fusion(tensors)
     out = list(tensors) if in_place else [None] * len(tensors)
     for bucket in fusion.buckets:
-        fused = fusion.pack(bucket, tensors)
-        _reduce_flat_(fused, bucket.offsets, op, comm, hierarchical)
+        with profiling.span("accord.fusion.pack"):
+            fused = fusion.pack(bucket, tensors)
+        _reduce_flat_(fused, bucket.offsets, op, comm, hierarchical, wire)
         if in_place:
-            fusion.unpack(bucket, fused, tensors)
+            with profiling.span("accord.fusion.unpack"):
+                fusion.unpack(bucket, fused, tensors)
         else:
             for i, view in zip(bucket.members, fusion.views(bucket, fused, tensors)):
                 out[i] = view
