@@ -96,7 +96,8 @@ def allreduce_(tensor, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = F
     """Reduce ``tensor`` over all ranks in place and return it. ``wire`` (Adasum, not
     hierarchical): ``"float16"``/``"bfloat16"`` values in the exchanges."""
     op, comm = parse_op(op, _ALLREDUCE_OPS), _comm(comm)
-    check_consistency(comm, f"allreduce:{op.value}:{hierarchical}", [tensor],
+    check_consistency(comm, f"allreduce:{op.value}:{hierarchical}" + (f":{wire}" if wire else ""),
+                      [tensor],
                       local_error=_local_error(op, [tensor]))
     offsets = np.array([0, numel(tensor)], dtype=np.int64)
     if is_contiguous(tensor):
@@ -134,7 +135,8 @@ def _grouped(tensors, op, comm, hierarchical, in_place, wire=None):
     op, comm = parse_op(op, _ALLREDUCE_OPS), _comm(comm)
     if not tensors:
         return []
-    check_consistency(comm, f"grouped:{op.value}:{hierarchical}", tensors,
+    check_consistency(comm, f"grouped:{op.value}:{hierarchical}" + (f":{wire}" if wire else ""),
+                      tensors,
                       local_error=_local_error(op, tensors))
     # Out of place, the results are views into the fused buffers: fresh ones every call.
     # In place, the buffers are scratch: one per bucket, kept while the same layout recurs.
