@@ -379,7 +379,7 @@ class _DistributedMixin:
                         event.wait()
                     for p, s, e in zip(b.params, b.offsets[:-1], b.offsets[1:]):
                         piece = flat[s:e].view(p.shape)
-                        if p.grad is None:
+                        if p.grad is None or p.grad.is_sparse:  # sparse_as_dense: now dense
                             p.grad = piece.clone()
                         else:
                             p.grad.copy_(piece)

@@ -55,7 +55,9 @@ class _Timeline:
         self.file = None
         self.path: str | None = None
         self.lock = threading.Lock()
-        self.t0 = time.perf_counter()
+        # Wall-clock microseconds (perf_counter's resolution, time.time's origin): ranks on one
+        # host share the time axis when their files are merged.
+        self.t0 = time.perf_counter() - time.time()
         self.pid = os.getpid()
 
     def _open(self):
