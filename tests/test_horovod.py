@@ -141,7 +141,7 @@ def test_horovod_doc_covers_the_names():
     """Every horovod.torch name the mapping lists as supported exists in accord."""
     doc = (ROOT / "docs" / "horovod.md").read_text()
     rows = re.findall(r"^\| `hvd\.([A-Za-z_.0-9]+)[^|]*\| (supported|accepted)", doc, flags=re.M)
-    assert len(rows) > 40
+    assert len(rows) >= 30
     for name, _ in rows:
         obj = accord
         for part in name.split("."):

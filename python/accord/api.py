@@ -53,7 +53,7 @@ __all__ = ["allreduce", "allreduce_", "grouped_allreduce", "grouped_allreduce_",
            "broadcast_async", "broadcast_async_", "allgather_async", "synchronize", "poll",
            "broadcast_object", "allgather_object", "barrier", "join", "mpi_threads_supported",
            "mpi_built", "mpi_enabled", "gloo_built", "gloo_enabled", "nccl_built", "cuda_built",
-           "rocm_built", "Handle"]
+           "rocm_built", "ddl_built", "ccl_built", "Handle"]
 
 #: What the asynchronous functions return.
 Handle = Future
@@ -582,4 +582,14 @@ def cuda_built() -> bool:
 
 def rocm_built() -> bool:
     """accord has no ROCm kernels."""
+    return False
+
+
+def ddl_built() -> bool:
+    """accord has no IBM DDL transport."""
+    return False
+
+
+def ccl_built() -> bool:
+    """accord has no oneCCL transport."""
     return False
