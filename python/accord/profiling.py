@@ -8,6 +8,10 @@ Every collective and aggregation step runs inside ``span(name)``:
 * with a timeline active (``ACCORD_TIMELINE=path.json`` in the environment, or
   :func:`start_timeline`), it is also recorded as a Chrome-trace complete event.
 
+torch.profiler records the threads it profiles: the asynchronous collectives, which run on
+accord's worker thread, show there as the caller's ``accord.wait``; the timeline records every
+thread.
+
 When neither is on, ``span`` returns a shared no-op context after two attribute reads, and the
 inner loops (Adasum's levels) check :func:`active` once per call and only then swap in traced
 versions of their steps.
