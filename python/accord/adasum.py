@@ -39,6 +39,8 @@ Not thread-safe: one call at a time per process (scratch and dot buffers are reu
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import _C, profiling
@@ -156,48 +158,55 @@ class AdasumReducer:
         return entry[0][:n], entry[1]
 
     def _wire_sendrecv(self, buf, wire: str, sendrecv):
-        """sendrecv moving 16-bit values (module doc: compressed exchange)."""
+        """(exchange, publish): sendrecvs moving 16-bit values (module doc: compressed
+        exchange). ``publish`` also rounds the sender's own copy of what it sends, for the
+        final slices; ``exchange`` skips that for data the sender discards afterwards."""
         n = buf.shape[0]
+        torch = sys.modules.get("torch")
         if is_tensor(buf):
-            torch = torch_module()
-            dt = getattr(torch, wire)
             key = ("wire", wire, buf.device)
-            entry = self._scratch.get(key)
-            if entry is None or entry[0].shape[0] < n:
-                entry = self._scratch[key] = (torch.empty(n, dtype=dt, device=buf.device),
-                                              torch.empty(n, dtype=dt, device=buf.device))
-
-            def narrow_(dst, src):
-                dst.copy_(src)
-                src.copy_(dst)  # keep what the partner gets: identical bits everywhere
-
-            def widen(dst, src):
-                dst.copy_(src)
+            dev = buf.device
         else:
             if wire != "float16":
                 raise TypeError(f"compression to {wire} needs torch tensors (numpy has no "
                                 f"{wire}); use Compression.fp16 for numpy arrays")
             key = ("wire", wire, None)
-            entry = self._scratch.get(key)
-            if entry is None or entry[0].shape[0] < n:
-                entry = self._scratch[key] = (np.empty(n, np.float16), np.empty(n, np.float16))
-
-            def narrow_(dst, src):
-                np.copyto(dst, src, casting="unsafe")
-                np.copyto(src, dst)
-
-            def widen(dst, src):
-                np.copyto(dst, src)
+            dev = None
+        entry = self._scratch.get(key)
+        if entry is None or entry[0].shape[0] < n:
+            if dev is not None:
+                dt = getattr(torch, wire)
+                entry = (torch.empty(n, dtype=dt, device=dev),
+                         torch.empty(n, dtype=dt, device=dev))
+            else:
+                entry = (np.empty(n, np.float16), np.empty(n, np.float16))
+            self._scratch[key] = entry
         send16, recv16 = entry
+        if dev is None and torch is not None:
+            # numpy's float32 <-> float16 casts are several times slower than torch's
+            # vectorised ones; torch views share the memory, so use them when torch is loaded.
+            def cast(dst, src):
+                torch.from_numpy(dst).copy_(torch.from_numpy(src))
+        elif dev is None:
+            def cast(dst, src):
+                np.copyto(dst, src, casting="unsafe")
+        else:
+            def cast(dst, src):
+                dst.copy_(src)
 
-        def wire_sendrecv(sendbuf, dest, recvbuf, source):
+        def exchange(sendbuf, dest, recvbuf, source, publish=False):
             k, m = sendbuf.shape[0], recvbuf.shape[0]
             if k:
-                narrow_(send16[:k], sendbuf)
+                cast(send16[:k], sendbuf)
+                if publish:
+                    cast(sendbuf, send16[:k])  # keep what the partner gets: identical bits
             sendrecv(send16[:k], dest, recv16[:m], source)
             if m:
-                widen(recvbuf, recv16[:m])
-        return wire_sendrecv
+                cast(recvbuf, recv16[:m])
+
+        def publish(sendbuf, dest, recvbuf, source):
+            exchange(sendbuf, dest, recvbuf, source, True)
+        return exchange, publish
 
     def allreduce_(self, buf, offsets: np.ndarray, *, compute: bool = True,
                    exchange: bool = True, wire: str | None = None):
@@ -221,11 +230,13 @@ class AdasumReducer:
             return buf
         s = self._schedule(offsets, flat)
         sendrecv = comm.sendrecv if exchange else _no_sendrecv
+        publish = sendrecv  # the sends of final values (allgather, fold-back)
         if wire is not None and str(buf.dtype).split(".")[-1] in ("float32", "float64"):
-            sendrecv = self._wire_sendrecv(buf, wire, sendrecv)
+            sendrecv, publish = self._wire_sendrecv(buf, wire, sendrecv)
         dots, combine, dot_allreduce = _dots, _combine, _dot_allreduce
         if profiling.active():  # checked once per call: the levels below stay branch-free
             sendrecv = profiling.traced(sendrecv, "accord.adasum.exchange")
+            publish = profiling.traced(publish, "accord.adasum.allgather")
             dots = profiling.traced(_dots, "accord.adasum.dots")
             combine = profiling.traced(_combine, "accord.adasum.combine")
             dot_allreduce = profiling.traced(_dot_allreduce, "accord.adasum.dot_allreduce")
@@ -233,7 +244,7 @@ class AdasumReducer:
             empty = buf[:0]
             if s.donor:
                 sendrecv(buf, s.fold_partner, empty, s.fold_partner)
-                sendrecv(empty, s.fold_partner, buf, s.fold_partner)
+                publish(empty, s.fold_partner, buf, s.fold_partner)
                 return buf
             theirs, theirs_ptr = self._scratch_for(flat, flat.n)
             sendrecv(empty, s.fold_partner, theirs, s.fold_partner)
@@ -258,9 +269,9 @@ class AdasumReducer:
             dot_allreduce(lv.group, lv.dots)
             combine(flat, left, right, mine, lv.plan, lv.dots_addr, lv.wa, lv.wb)
         for lv in reversed(s.levels):
-            sendrecv(buf[lv.klo:lv.khi], lv.partner, buf[lv.olo:lv.ohi], lv.partner)
+            publish(buf[lv.klo:lv.khi], lv.partner, buf[lv.olo:lv.ohi], lv.partner)
         if s.fold_partner is not None:
-            sendrecv(buf, s.fold_partner, buf[:0], s.fold_partner)
+            publish(buf, s.fold_partner, buf[:0], s.fold_partner)
         return buf
 
 
