@@ -175,7 +175,7 @@ class Setup:
         if backend == "mpi":
             from mpi4py import MPI
             self.MPI = MPI
-            self.comm = accord.init()  # a private duplicate of COMM_WORLD
+            self.comm = accord.init(backend="mpi")  # a private duplicate of COMM_WORLD
             self.mpi = self.comm.mpi_comm
             self.use_torch = dtype == "bfloat16"  # numpy has no bfloat16
             lib = MPI.Get_library_version().strip().splitlines()[0].split(",")[0]
