@@ -36,7 +36,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
 import numpy as np
 
@@ -57,6 +57,14 @@ __all__ = ["allreduce", "allreduce_", "grouped_allreduce", "grouped_allreduce_",
 
 #: What the asynchronous functions return.
 Handle = Future
+
+if TYPE_CHECKING:
+    import torch
+
+    #: A torch tensor (CPU or CUDA) or a numpy array.
+    Buffer = Union[torch.Tensor, np.ndarray]
+else:
+    Buffer = Any
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,9 +263,11 @@ def _run_allreduce(fn, out, op, compression, pre, post, comm, hierarchical, name
         return _allreduce_into(out, op, compression, pre, post, comm, hierarchical)
 
 
-def allreduce(tensor, average=None, name: str | None = None, compression=Compression.none,
-              op=None, prescale_factor: float = 1.0, postscale_factor: float = 1.0,
-              process_set=None, *, comm=None, hierarchical: bool = False):
+def allreduce(tensor: Buffer, average: bool | None = None, name: str | None = None,
+              compression: Any = Compression.none, op: ReduceOp | str | None = None,
+              prescale_factor: float = 1.0, postscale_factor: float = 1.0,
+              process_set: Communicator | None = None, *, comm: Communicator | None = None,
+              hierarchical: bool = False) -> Buffer:
     """Return the reduction of ``tensor`` over all ranks (the input is left unchanged).
 
     ``op``: Average (default), Sum, Adasum, Min, Max, Product; see the module doc for
@@ -269,9 +279,11 @@ def allreduce(tensor, average=None, name: str | None = None, compression=Compres
                      post, comm, hierarchical, name)
 
 
-def allreduce_(tensor, average=None, name: str | None = None, op=None,
-               prescale_factor: float = 1.0, postscale_factor: float = 1.0, process_set=None,
-               *, compression=Compression.none, comm=None, hierarchical: bool = False):
+def allreduce_(tensor: Buffer, average: bool | None = None, name: str | None = None,
+               op: ReduceOp | str | None = None, prescale_factor: float = 1.0,
+               postscale_factor: float = 1.0, process_set: Communicator | None = None, *,
+               compression: Any = Compression.none, comm: Communicator | None = None,
+               hierarchical: bool = False) -> Buffer:
     """Reduce ``tensor`` over all ranks in place and return it (arguments as allreduce)."""
     op, compression, pre, post, comm = _prepare_allreduce(
         "allreduce_", tensor, average, name, compression, op, prescale_factor, postscale_factor,
@@ -280,9 +292,10 @@ def allreduce_(tensor, average=None, name: str | None = None, op=None,
                      comm, hierarchical, name)
 
 
-def allreduce_async(tensor, average=None, name: str | None = None, op=None,
-                    prescale_factor: float = 1.0, postscale_factor: float = 1.0,
-                    process_set=None, *, compression=Compression.none, comm=None,
+def allreduce_async(tensor: Buffer, average: bool | None = None, name: str | None = None,
+                    op: ReduceOp | str | None = None, prescale_factor: float = 1.0,
+                    postscale_factor: float = 1.0, process_set: Communicator | None = None, *,
+                    compression: Any = Compression.none, comm: Communicator | None = None,
                     hierarchical: bool = False) -> Future:
     """:func:`allreduce` on the background worker; ``synchronize(handle)`` returns the result.
     The input is copied now, so it may be modified right away."""
@@ -293,9 +306,10 @@ def allreduce_async(tensor, average=None, name: str | None = None, op=None,
                    post, comm, hierarchical, name)
 
 
-def allreduce_async_(tensor, average=None, name: str | None = None, op=None,
-                     prescale_factor: float = 1.0, postscale_factor: float = 1.0,
-                     process_set=None, *, compression=Compression.none, comm=None,
+def allreduce_async_(tensor: Buffer, average: bool | None = None, name: str | None = None,
+                     op: ReduceOp | str | None = None, prescale_factor: float = 1.0,
+                     postscale_factor: float = 1.0, process_set: Communicator | None = None, *,
+                     compression: Any = Compression.none, comm: Communicator | None = None,
                      hierarchical: bool = False) -> Future:
     """:func:`allreduce_` on the background worker (``tensor`` holds the result once the
     handle is synchronized; do not touch it before)."""
@@ -343,9 +357,10 @@ def _prepare_grouped(fn, tensors, average, name, compression, op, pre, post, pro
                                                  post, process_set, comm)
 
 
-def grouped_allreduce(tensors: Sequence, average=None, name: str | None = None,
-                      compression=Compression.none, op=None, prescale_factor: float = 1.0,
-                      postscale_factor: float = 1.0, process_set=None, *, comm=None,
+def grouped_allreduce(tensors: Sequence, average: bool | None = None, name: str | None = None,
+                      compression: Any = Compression.none, op: ReduceOp | str | None = None,
+                      prescale_factor: float = 1.0, postscale_factor: float = 1.0,
+                      process_set: Communicator | None = None, *, comm: Communicator | None = None,
                       hierarchical: bool = False) -> list:
     """Reduce a list of tensors fused into few buffers (Adasum: one coefficient set per
     tensor); returns new tensors."""
@@ -356,9 +371,10 @@ def grouped_allreduce(tensors: Sequence, average=None, name: str | None = None,
                      post, comm, hierarchical, name)
 
 
-def grouped_allreduce_(tensors: Sequence, average=None, name: str | None = None, op=None,
-                       prescale_factor: float = 1.0, postscale_factor: float = 1.0,
-                       process_set=None, *, compression=Compression.none, comm=None,
+def grouped_allreduce_(tensors: Sequence, average: bool | None = None, name: str | None = None,
+                       op: ReduceOp | str | None = None, prescale_factor: float = 1.0,
+                       postscale_factor: float = 1.0, process_set: Communicator | None = None, *,
+                       compression: Any = Compression.none, comm: Communicator | None = None,
                        hierarchical: bool = False) -> list:
     """Reduce a list of tensors in place; returns the list."""
     ts, op, compression, pre, post, comm = _prepare_grouped(
@@ -368,10 +384,11 @@ def grouped_allreduce_(tensors: Sequence, average=None, name: str | None = None,
                      post, comm, hierarchical, name)
 
 
-def grouped_allreduce_async(tensors: Sequence, average=None, name: str | None = None, op=None,
-                            prescale_factor: float = 1.0, postscale_factor: float = 1.0,
-                            process_set=None, *, compression=Compression.none, comm=None,
-                            hierarchical: bool = False) -> Future:
+def grouped_allreduce_async(tensors: Sequence, average: bool | None = None, name: str | None = None,
+                            op: ReduceOp | str | None = None, prescale_factor: float = 1.0,
+                            postscale_factor: float = 1.0, process_set: Communicator | None = None,
+                            *, compression: Any = Compression.none,
+                            comm: Communicator | None = None, hierarchical: bool = False) -> Future:
     """:func:`grouped_allreduce` on the background worker (inputs copied now)."""
     ts, op, compression, pre, post, comm = _prepare_grouped(
         "grouped_allreduce_async", tensors, average, name, compression, op, prescale_factor,
@@ -380,9 +397,11 @@ def grouped_allreduce_async(tensors: Sequence, average=None, name: str | None = 
                    op, compression, pre, post, comm, hierarchical, name)
 
 
-def grouped_allreduce_async_(tensors: Sequence, average=None, name: str | None = None, op=None,
+def grouped_allreduce_async_(tensors: Sequence, average: bool | None = None,
+                             name: str | None = None, op: ReduceOp | str | None = None,
                              prescale_factor: float = 1.0, postscale_factor: float = 1.0,
-                             process_set=None, *, compression=Compression.none, comm=None,
+                             process_set: Communicator | None = None, *,
+                             compression: Any = Compression.none, comm: Communicator | None = None,
                              hierarchical: bool = False) -> Future:
     """:func:`grouped_allreduce_` on the background worker."""
     ts, op, compression, pre, post, comm = _prepare_grouped(
@@ -401,24 +420,27 @@ def _run_named(fn: str, name, call, *args):
         return call(*args)
 
 
-def broadcast(tensor, root_rank: int = 0, name: str | None = None, process_set=None, *,
-              comm=None):
+def broadcast(tensor: Buffer, root_rank: int = 0, name: str | None = None,
+              process_set: Communicator | None = None, *,
+              comm: Communicator | None = None) -> Buffer:
     """Return ``root_rank``'s ``tensor`` on every rank (the input is left unchanged)."""
     comm = _resolve_comm(process_set, comm, _where("broadcast", name))
     return _blocking(comm, _run_named, "broadcast", name,
                      lambda: _c.broadcast_(_clone(tensor), root_rank, comm=comm))
 
 
-def broadcast_(tensor, root_rank: int = 0, name: str | None = None, process_set=None, *,
-               comm=None):
+def broadcast_(tensor: Buffer, root_rank: int = 0, name: str | None = None,
+               process_set: Communicator | None = None, *,
+               comm: Communicator | None = None) -> Buffer:
     """Overwrite ``tensor`` on every rank with ``root_rank``'s, in place; return it."""
     comm = _resolve_comm(process_set, comm, _where("broadcast_", name))
     return _blocking(comm, _run_named, "broadcast_", name,
                      lambda: _c.broadcast_(tensor, root_rank, comm=comm))
 
 
-def broadcast_async(tensor, root_rank: int = 0, name: str | None = None, process_set=None, *,
-                    comm=None) -> Future:
+def broadcast_async(tensor: Buffer, root_rank: int = 0, name: str | None = None,
+                    process_set: Communicator | None = None, *,
+                    comm: Communicator | None = None) -> Future:
     """:func:`broadcast` on the background worker (input copied now)."""
     comm = _resolve_comm(process_set, comm, _where("broadcast_async", name))
     out = _clone(tensor)
@@ -426,15 +448,16 @@ def broadcast_async(tensor, root_rank: int = 0, name: str | None = None, process
                    lambda: _c.broadcast_(out, root_rank, comm=comm))
 
 
-def broadcast_async_(tensor, root_rank: int = 0, name: str | None = None, process_set=None, *,
-                     comm=None) -> Future:
+def broadcast_async_(tensor: Buffer, root_rank: int = 0, name: str | None = None,
+                     process_set: Communicator | None = None, *,
+                     comm: Communicator | None = None) -> Future:
     """:func:`broadcast_` on the background worker."""
     comm = _resolve_comm(process_set, comm, _where("broadcast_async_", name))
     return _submit(comm, _run_named, "broadcast_async_", name,
                    lambda: _c.broadcast_(tensor, root_rank, comm=comm))
 
 
-def broadcast_parameters(params, root_rank: int = 0, *, comm=None) -> None:
+def broadcast_parameters(params, root_rank: int = 0, *, comm: Communicator | None = None) -> None:
     """Broadcast model parameters/buffers from ``root_rank`` in place (``state_dict()``,
     ``named_parameters()`` or an iterable of tensors)."""
     comm = _resolve_comm(None, comm, "broadcast_parameters")
@@ -442,14 +465,17 @@ def broadcast_parameters(params, root_rank: int = 0, *, comm=None) -> None:
               lambda: _c.broadcast_parameters(params, root_rank, comm=comm))
 
 
-def allgather(tensor, name: str | None = None, process_set=None, *, comm=None):
+def allgather(tensor: Buffer, name: str | None = None, process_set: Communicator | None = None, *,
+              comm: Communicator | None = None) -> Buffer:
     """Concatenate every rank's ``tensor`` along dim 0 (the first dims may differ by rank)."""
     comm = _resolve_comm(process_set, comm, _where("allgather", name))
     return _blocking(comm, _run_named, "allgather", name,
                      lambda: _c.allgather(tensor, comm=comm))
 
 
-def allgather_async(tensor, name: str | None = None, process_set=None, *, comm=None) -> Future:
+def allgather_async(tensor: Buffer, name: str | None = None,
+                    process_set: Communicator | None = None, *,
+                    comm: Communicator | None = None) -> Future:
     """:func:`allgather` on the background worker (input copied now)."""
     comm = _resolve_comm(process_set, comm, _where("allgather_async", name))
     t = _clone(tensor)
@@ -476,8 +502,9 @@ def _broadcast_object(obj, root_rank, comm):
     return obj if me else pickle.loads(buf.tobytes())
 
 
-def broadcast_object(obj: Any, root_rank: int = 0, name: str | None = None, process_set=None,
-                     *, comm=None) -> Any:
+def broadcast_object(obj: Any, root_rank: int = 0, name: str | None = None,
+                     process_set: Communicator | None = None, *,
+                     comm: Communicator | None = None) -> Any:
     """Return ``root_rank``'s ``obj`` (any picklable object) on every rank; the root gets its
     own object back. Two broadcasts: the pickle's length, then its bytes."""
     comm = _resolve_comm(process_set, comm, _where("broadcast_object", name))
@@ -485,20 +512,20 @@ def broadcast_object(obj: Any, root_rank: int = 0, name: str | None = None, proc
                      root_rank, comm)
 
 
-def allgather_object(obj: Any, name: str | None = None, process_set=None, *,
-                     comm=None) -> list:
+def allgather_object(obj: Any, name: str | None = None, process_set: Communicator | None = None, *,
+                     comm: Communicator | None = None) -> list:
     """The list of every rank's ``obj`` (picklable), in rank order."""
     comm = _resolve_comm(process_set, comm, _where("allgather_object", name))
     return _blocking(comm, _run_named, "allgather_object", name, comm.allgather_object, obj)
 
 
-def barrier(process_set=None, *, comm=None) -> None:
+def barrier(process_set: Communicator | None = None, *, comm: Communicator | None = None) -> None:
     """Block until every rank has called ``barrier`` (after the pending async operations)."""
     comm = _resolve_comm(process_set, comm, "barrier")
     _blocking(comm, _run_named, "barrier", None, comm.barrier)
 
 
-def join(device: int = -1, *, comm=None) -> int:
+def join(device: int = -1, *, comm: Communicator | None = None) -> int:
     """End-of-training synchronisation point: returns, on every rank, once every rank has
     called ``join`` (and its pending async operations finished), and returns the rank that
     called ``join`` last by wall-clock time (each host's clock; exact on one host, as good as

@@ -28,9 +28,10 @@ events since the last flush).
 Names: ``accord.<collective>`` (with ``name=`` appended as ``accord.allreduce[loss]``), the
 fusion steps ``accord.fusion.pack`` / ``.unpack``, Adasum's ``accord.adasum.exchange``
 (reduce-scatter sendrecvs), ``accord.adasum.allgather``, ``accord.adasum.dots`` /
-``.combine`` (kernels), ``accord.adasum.dot_allreduce``, ``accord.compress`` / ``accord.decompress``, the optimizer's ``accord.optimizer.synchronize``
-(the wait for the background reductions) and ``accord.optimizer.adasum_step``, and the async
-worker's ``accord.wait``.
+``.combine`` (kernels), ``accord.adasum.dot_allreduce``, ``accord.compress`` /
+``accord.decompress``, the optimizer's ``accord.optimizer.synchronize`` (the wait for the
+background reductions), ``accord.optimizer.allreduce`` and ``accord.optimizer.adasum_step``, the
+DDP hooks' ``accord.hooks.adasum`` / ``.consensus``, and ``accord.wait`` (synchronize(handle)).
 """
 from __future__ import annotations
 

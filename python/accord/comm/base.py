@@ -87,8 +87,8 @@ class Communicator(abc.ABC):
         ``values`` is a 1-D numpy array (or array-like) of float64 or int64, typically a few
         per-layer scalars (e.g. ``3*L`` dot products) or a signature to compare across ranks.
         ``op`` is ``"sum"``, ``"max"``, ``"min"`` or ``"prod"``. Every rank gets the same
-        result, of the same dtype and shape as ``values``; ``values`` itself is not modified. Called once per
-        Adasum level, so it must be cheap.
+        result, of the same dtype and shape as ``values``; ``values`` itself is not modified.
+        Called once per Adasum level, so it must be cheap.
         """
 
     @abc.abstractmethod
