@@ -16,9 +16,9 @@ from .api import (Handle, allgather, allgather_async, allgather_object, allreduc
                   allreduce_async, allreduce_async_, barrier, broadcast, broadcast_,
                   broadcast_async, broadcast_async_, broadcast_object, broadcast_parameters,
                   ccl_built, cuda_built, ddl_built, gloo_built, gloo_enabled,
-                  grouped_allreduce, grouped_allreduce_, grouped_allreduce_async, grouped_allreduce_async_, join, mpi_built,
-                  mpi_enabled, mpi_threads_supported, nccl_built, poll, rocm_built,
-                  synchronize)
+                  grouped_allreduce, grouped_allreduce_, grouped_allreduce_async,
+                  grouped_allreduce_async_, join, mpi_built, mpi_enabled, mpi_threads_supported,
+                  nccl_built, poll, rocm_built, synchronize)
 from .topology import (communicator, cross_rank, cross_size, init, is_homogeneous,
                        is_initialized, local_rank, local_size, rank, shutdown, size)
 from .averaging import AdaptivePeriodicAverager, PeriodicAverager
