@@ -118,6 +118,19 @@ def main():
         check_identical_across_ranks(comm, [p.detach().numpy() for p in model.parameters()],
                                      f"optimizer {op} {c}")
         opt.close()
+
+    if comm.backend == "gloo":  # DDP hook with 16-bit Adasum exchanges
+        from accord.hooks import AdasumHookState, adasum_hook
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 3))
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        ddp.register_comm_hook(AdasumHookState(compression=accord.Compression.fp16),
+                               adasum_hook)
+        torch.manual_seed(r)
+        ddp(torch.randn(4, 6)).pow(2).sum().backward()
+        grads = [p.grad.detach().numpy() for p in model.parameters()]
+        check_identical_across_ranks(comm, grads, "DDP adasum_hook fp16")
+        check(all(np.isfinite(g).all() and g.dtype == np.float32 for g in grads), "grads")
     accord.shutdown()
 
 
