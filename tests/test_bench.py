@@ -11,7 +11,7 @@ from accord.bench import allreduce as bench
 from accord.bench.table import Column, Table, human_bytes, parse_bytes
 from accord.testing import adasum_pair, adasum_tree
 
-IMPLS = ("accord-sum", "accord-avg", "accord-adasum")
+IMPLS = ("accord-sum", "accord-avg", "accord-adasum", "adasum-fp16")
 PARTS = ("adasum-exchange", "adasum-compute")  # halves of Adasum alone: never checked
 
 

@@ -7,14 +7,22 @@ kernels and the collectives without it.
 """
 from . import ops
 from ._C import build_info as _build_info
-from .reduce_op import Adasum, Average, Consensus, ReduceOp, Sum
+from .reduce_op import Adasum, Average, Consensus, Max, Min, Product, ReduceOp, Sum
 from .settings import (fusion_threshold, nonfinite, set_consistency_check, set_fusion_threshold,
                        set_nonfinite, set_stall_warning, set_timeout, stall_warning, timeout)
-from .collectives import (allgather, allreduce, allreduce_, broadcast, broadcast_,
-                          broadcast_parameters, grouped_allreduce, grouped_allreduce_,
-                          nonfinite_skips)
-from .topology import (communicator, init, is_initialized, local_rank, local_size, rank,
-                       shutdown, size)
+from .compression import Compression
+from .profiling import start_timeline, stop_timeline
+# The top-level collectives carry Horovod's signatures (accord.api over accord.collectives).
+from .api import (Handle, allgather, allgather_async, allgather_object, allreduce, allreduce_,
+                  allreduce_async, allreduce_async_, barrier, broadcast, broadcast_,
+                  broadcast_async, broadcast_async_, broadcast_object, broadcast_parameters,
+                  ccl_built, cuda_built, ddl_built, gloo_built, gloo_enabled,
+                  grouped_allreduce, grouped_allreduce_, grouped_allreduce_async,
+                  grouped_allreduce_async_, join, mpi_built, mpi_enabled, mpi_threads_supported,
+                  nccl_built, poll, rocm_built, synchronize)
+from .collectives import nonfinite_skips
+from .topology import (communicator, cross_rank, cross_size, init, is_homogeneous,
+                       is_initialized, local_rank, local_size, rank, shutdown, size)
 from .averaging import AdaptivePeriodicAverager, PeriodicAverager
 from .leader import LeaderSGD
 from .consensus import ConsensusAggregator

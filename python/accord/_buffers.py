@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 __all__ = ["is_tensor", "torch_module", "numel", "addr", "describe", "is_contiguous",
-           "flat_view", "BoundedCache"]
+           "flat_view", "scale_", "BoundedCache"]
 
 
 def is_tensor(x) -> bool:
@@ -49,6 +49,14 @@ def describe(x) -> str:
 
 def is_contiguous(x) -> bool:
     return x.is_contiguous() if is_tensor(x) else x.flags.c_contiguous
+
+
+def scale_(x, factor: float) -> None:
+    """``x *= factor`` in place (numpy: cast back to x's dtype, as torch does)."""
+    if is_tensor(x):
+        x.mul_(factor)
+    else:
+        np.multiply(x, factor, out=x, casting="unsafe")
 
 
 def flat_view(x):

@@ -28,14 +28,23 @@ binary tree over the p core inputs ((c0, c1), (c2, c3)), ... For N a power of tw
 Horovod's tree. Bytes sent per rank: 2 n (p-1)/p (bandwidth-optimal), plus n twice for the
 folded pairs, plus log2(p) allreduces of 3L float64.
 
+Compressed exchange (``wire="float16"`` or ``"bfloat16"``, from ``accord.Compression``): every
+sendrecv above moves 16-bit values. The sender narrows its slice into a 16-bit scratch and also
+rounds its own copy of that slice to the same values; the receiver widens into the float32 /
+float64 scratch or buffer. The dots (float64) and the combine (the buffer's dtype) are
+unchanged, and since a rank's final slice is rounded exactly as its partners receive it, every
+rank still ends with identical bits.
+
 Not thread-safe: one call at a time per process (scratch and dot buffers are reused).
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
-from . import _C
-from ._buffers import BoundedCache, addr
+from . import _C, profiling
+from ._buffers import BoundedCache, addr, is_tensor
 from ._kernels import Flat, Plan
 
 __all__ = ["adasum_allreduce_", "adasum_tree_core_layout"]
@@ -148,8 +157,59 @@ class AdasumReducer:
             entry = self._scratch[key] = (buf, addr(buf))
         return entry[0][:n], entry[1]
 
+    def _wire_sendrecv(self, buf, wire: str, sendrecv):
+        """(exchange, publish): sendrecvs moving 16-bit values (module doc: compressed
+        exchange). ``publish`` also rounds the sender's own copy of what it sends, for the
+        final slices; ``exchange`` skips that for data the sender discards afterwards."""
+        n = buf.shape[0]
+        torch = sys.modules.get("torch")
+        if is_tensor(buf):
+            key = ("wire", wire, buf.device)
+            dev = buf.device
+        else:
+            if wire != "float16":
+                raise TypeError(f"compression to {wire} needs torch tensors (numpy has no "
+                                f"{wire}); use Compression.fp16 for numpy arrays")
+            key = ("wire", wire, None)
+            dev = None
+        entry = self._scratch.get(key)
+        if entry is None or entry[0].shape[0] < n:
+            if dev is not None:
+                dt = getattr(torch, wire)
+                entry = (torch.empty(n, dtype=dt, device=dev),
+                         torch.empty(n, dtype=dt, device=dev))
+            else:
+                entry = (np.empty(n, np.float16), np.empty(n, np.float16))
+            self._scratch[key] = entry
+        send16, recv16 = entry
+        if dev is None and torch is not None:
+            # numpy's float32 <-> float16 casts are several times slower than torch's
+            # vectorised ones; torch views share the memory, so use them when torch is loaded.
+            def cast(dst, src):
+                torch.from_numpy(dst).copy_(torch.from_numpy(src))
+        elif dev is None:
+            def cast(dst, src):
+                np.copyto(dst, src, casting="unsafe")
+        else:
+            def cast(dst, src):
+                dst.copy_(src)
+
+        def exchange(sendbuf, dest, recvbuf, source, publish=False):
+            k, m = sendbuf.shape[0], recvbuf.shape[0]
+            if k:
+                cast(send16[:k], sendbuf)
+                if publish:
+                    cast(sendbuf, send16[:k])  # keep what the partner gets: identical bits
+            sendrecv(send16[:k], dest, recv16[:m], source)
+            if m:
+                cast(recvbuf, recv16[:m])
+
+        def publish(sendbuf, dest, recvbuf, source):
+            exchange(sendbuf, dest, recvbuf, source, True)
+        return exchange, publish
+
     def allreduce_(self, buf, offsets: np.ndarray, *, compute: bool = True,
-                   exchange: bool = True):
+                   exchange: bool = True, wire: str | None = None):
         """Replace the 1-D contiguous ``buf`` by the Adasum of every rank's ``buf``, in place.
 
         ``offsets`` (validated host int64, L+1 values) splits it into layers; coefficients are
@@ -159,6 +219,9 @@ class AdasumReducer:
         data and skips the kernels and the dot allreduces, ``exchange=False`` runs those on stale
         scratch and skips the buffer sendrecvs. Their times split Adasum's into its transport
         floor and its compute (``python -m accord.bench allreduce``).
+
+        ``wire``: ``"float16"`` / ``"bfloat16"`` to exchange 16-bit values (module doc); ignored
+        for buffers that are not float32/float64.
         """
         comm = self.comm
         flat = Flat(buf, "tensor")
@@ -167,21 +230,31 @@ class AdasumReducer:
             return buf
         s = self._schedule(offsets, flat)
         sendrecv = comm.sendrecv if exchange else _no_sendrecv
+        publish = sendrecv  # the sends of final values (allgather, fold-back)
+        if wire is not None and str(buf.dtype).split(".")[-1] in ("float32", "float64"):
+            sendrecv, publish = self._wire_sendrecv(buf, wire, sendrecv)
+        dots, combine, dot_allreduce = _dots, _combine, _dot_allreduce
+        if profiling.active():  # checked once per call: the levels below stay branch-free
+            sendrecv = profiling.traced(sendrecv, "accord.adasum.exchange")
+            publish = profiling.traced(publish, "accord.adasum.allgather")
+            dots = profiling.traced(_dots, "accord.adasum.dots")
+            combine = profiling.traced(_combine, "accord.adasum.combine")
+            dot_allreduce = profiling.traced(_dot_allreduce, "accord.adasum.dot_allreduce")
         if s.fold_partner is not None:
             empty = buf[:0]
             if s.donor:
                 sendrecv(buf, s.fold_partner, empty, s.fold_partner)
-                sendrecv(empty, s.fold_partner, buf, s.fold_partner)
+                publish(empty, s.fold_partner, buf, s.fold_partner)
                 return buf
             theirs, theirs_ptr = self._scratch_for(flat, flat.n)
             sendrecv(empty, s.fold_partner, theirs, s.fold_partner)
             dots_addr = 0
             if compute and self.fold_group is not None:  # sharded: whole-layer dots need a sum
-                _dots(flat, flat.ptr, theirs_ptr, s.full_plan, s.fold_dots_addr)
-                self.fold_group.allreduce_(s.fold_dots, "sum")
+                dots(flat, flat.ptr, theirs_ptr, s.full_plan, s.fold_dots_addr)
+                dot_allreduce(self.fold_group, s.fold_dots)
                 dots_addr = s.fold_dots_addr
             if compute:
-                _combine(flat, flat.ptr, theirs_ptr, flat.ptr, s.full_plan, dots_addr, 0.5, 0.5)
+                combine(flat, flat.ptr, theirs_ptr, flat.ptr, s.full_plan, dots_addr, 0.5, 0.5)
 
         if s.levels:
             scratch, scratch_ptr = self._scratch_for(flat, flat.n - flat.n // 2)
@@ -192,14 +265,18 @@ class AdasumReducer:
                 continue
             mine = flat.at(klo)
             left, right = (mine, scratch_ptr) if lv.lower else (scratch_ptr, mine)
-            _dots(flat, left, right, lv.plan, lv.dots_addr)
-            lv.group.allreduce_(lv.dots, "sum")
-            _combine(flat, left, right, mine, lv.plan, lv.dots_addr, lv.wa, lv.wb)
+            dots(flat, left, right, lv.plan, lv.dots_addr)
+            dot_allreduce(lv.group, lv.dots)
+            combine(flat, left, right, mine, lv.plan, lv.dots_addr, lv.wa, lv.wb)
         for lv in reversed(s.levels):
-            sendrecv(buf[lv.klo:lv.khi], lv.partner, buf[lv.olo:lv.ohi], lv.partner)
+            publish(buf[lv.klo:lv.khi], lv.partner, buf[lv.olo:lv.ohi], lv.partner)
         if s.fold_partner is not None:
-            sendrecv(buf, s.fold_partner, buf[:0], s.fold_partner)
+            publish(buf, s.fold_partner, buf[:0], s.fold_partner)
         return buf
+
+
+def _dot_allreduce(group, dots) -> None:
+    group.allreduce_(dots, "sum")
 
 
 def _no_sendrecv(sendbuf, dest, recvbuf, source) -> None:
@@ -227,9 +304,10 @@ def reducer_for(comm, outer=None) -> AdasumReducer:
     return comm.derived(("adasum", id(outer)), lambda: AdasumReducer(comm, outer))
 
 
-def adasum_allreduce_(buf, offsets: np.ndarray, comm):
-    """Adasum of the 1-D contiguous ``buf`` over ``comm``, in place (see the module doc)."""
+def adasum_allreduce_(buf, offsets: np.ndarray, comm, wire: str | None = None):
+    """Adasum of the 1-D contiguous ``buf`` over ``comm``, in place (see the module doc);
+    ``wire``: exchange 16-bit values (``"float16"``/``"bfloat16"``)."""
     # One unit for the communicator's guard: no other thread's call can slip between levels.
     with comm.operation("adasum", (buf,)):
-        return reducer_for(comm).allreduce_(buf, offsets)
+        return reducer_for(comm).allreduce_(buf, offsets, wire=wire)
 

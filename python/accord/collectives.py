@@ -7,8 +7,8 @@
     allgather(t)                      concatenation along dim 0 (first dims may differ)
 
 Ops: ``Sum``, ``Average`` and ``Adasum`` (per-tensor coefficients; see accord.adasum for the
-tree). Everything works on torch tensors (CPU through MPI or gloo, CUDA through NCCL) and on
-numpy arrays.
+tree), and the element-wise ``Min``, ``Max`` and ``Product``. Everything works on torch tensors
+(CPU through MPI or gloo, CUDA through NCCL) and on numpy arrays.
 
 Consistency check: before any data moves, ranks compare a 64-bit signature of the call (op,
 dtypes, shapes) with one tiny allreduce; a mismatch raises ``ValueError`` on every rank naming
@@ -58,7 +58,7 @@ import math
 
 import numpy as np
 
-from . import settings, topology
+from . import profiling, settings, topology
 from ._buffers import BoundedCache, flat_view, is_contiguous, is_tensor, numel, torch_module
 from ._kernels import dtype_code
 from .adasum import adasum_allreduce_
@@ -69,7 +69,11 @@ from .reduce_op import ReduceOp, parse_op
 __all__ = ["allreduce", "allreduce_", "grouped_allreduce", "grouped_allreduce_", "broadcast",
            "broadcast_", "broadcast_parameters", "allgather", "nonfinite_skips"]
 
-_ALLREDUCE_OPS = (ReduceOp.SUM, ReduceOp.AVERAGE, ReduceOp.ADASUM)
+ALLREDUCE_OPS = (ReduceOp.SUM, ReduceOp.AVERAGE, ReduceOp.ADASUM, ReduceOp.MIN, ReduceOp.MAX,
+                  ReduceOp.PRODUCT)
+# The communicator's name for each element-wise op (Average is a Sum, then a scale).
+_ELEMENTWISE = {ReduceOp.SUM: "sum", ReduceOp.AVERAGE: "sum", ReduceOp.MIN: "min",
+                ReduceOp.MAX: "max", ReduceOp.PRODUCT: "prod"}
 _NUMPY_SUM = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32,
                                              np.uint32, np.int64, np.uint64, np.float16,
                                              np.float32, np.float64))
@@ -186,17 +190,20 @@ def _tensor_names(n: int, name: str = "tensors"):
 # the reduction
 
 
-def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: bool) -> None:
-    """The reduction itself on one contiguous 1-D buffer split into tensor segments."""
+def _reduce_flat_(flat, offsets: np.ndarray, op: ReduceOp, comm, hierarchical: bool,
+                  wire: str | None = None) -> None:
+    """The reduction itself on one contiguous 1-D buffer split into tensor segments.
+    ``wire``: Adasum's exchanges carry 16-bit values (accord.compression)."""
     if op is ReduceOp.ADASUM:
         if hierarchical:
             from .hierarchical import hierarchical_adasum_
             hierarchical_adasum_(flat, offsets, comm)
         else:
-            adasum_allreduce_(flat, offsets, comm)
+            adasum_allreduce_(flat, offsets, comm, wire)
         return
     # Average: the 1/N scale is applied before the values are rounded to a 16-bit dtype
-    comm.allreduce_(flat, "sum", scale=1.0 / comm.size if op is ReduceOp.AVERAGE else None)
+    comm.allreduce_(flat, _ELEMENTWISE[op],
+                    scale=1.0 / comm.size if op is ReduceOp.AVERAGE else None)
 
 
 def _finite(buf) -> bool:
@@ -241,17 +248,17 @@ def _copy(t):
     return np.array(t, copy=True, order="C")
 
 
-def _reduce_one_(tensor, op, comm, hierarchical, policy) -> None:
+def _reduce_one_(tensor, op, comm, hierarchical, policy, wire=None) -> None:
     """Reduce one validated tensor in place."""
     offsets = np.array([0, numel(tensor)], dtype=np.int64)
     if is_contiguous(tensor) and policy != "raise":
         flat = flat_view(tensor.detach() if is_tensor(tensor) else tensor)
-        _reduce_flat_(flat, offsets, op, comm, hierarchical)
+        _reduce_flat_(flat, offsets, op, comm, hierarchical, wire)
         _after_reduction([flat], comm, policy)
         return
     # a scratch copy: non-contiguous tensors, and "raise", which must leave the input unchanged
     flat = flat_view(_copy(tensor))
-    _reduce_flat_(flat, offsets, op, comm, hierarchical)
+    _reduce_flat_(flat, offsets, op, comm, hierarchical, wire)
     _after_reduction([flat], comm, policy)
     if is_tensor(tensor):
         tensor.detach().copy_(flat.view(tensor.shape))
@@ -259,7 +266,7 @@ def _reduce_one_(tensor, op, comm, hierarchical, policy) -> None:
         tensor[...] = flat.reshape(tensor.shape)
 
 
-def _grouped_(tensors, op, comm, hierarchical, policy, in_place: bool):
+def _grouped_(tensors, op, comm, hierarchical, policy, in_place: bool, wire=None):
     """Reduce validated tensors; in place (returns them) or into fresh fused buffers (returns
     views of those). Every bucket is reduced before any result is written back, so a failure
     leaves the inputs untouched."""
@@ -268,13 +275,15 @@ def _grouped_(tensors, op, comm, hierarchical, policy, in_place: bool):
     fusion = _in_place_fusion(tensors) if in_place else Fusion(tensors)
     fused = []
     for bucket in fusion.buckets:
-        buf = fusion.pack(bucket, tensors)
-        _reduce_flat_(buf, bucket.offsets, op, comm, hierarchical)
+        with profiling.span("accord.fusion.pack"):
+            buf = fusion.pack(bucket, tensors)
+        _reduce_flat_(buf, bucket.offsets, op, comm, hierarchical, wire)
         fused.append(buf)
     _after_reduction(fused, comm, policy)
     if in_place:
-        for bucket, buf in zip(fusion.buckets, fused):
-            fusion.unpack(bucket, buf, tensors)
+        with profiling.span("accord.fusion.unpack"):
+            for bucket, buf in zip(fusion.buckets, fused):
+                fusion.unpack(bucket, buf, tensors)
         return list(tensors)
     out = [None] * len(tensors)
     for bucket, buf in zip(fusion.buckets, fused):
@@ -321,16 +330,16 @@ def _autograd_allreduce():
     return _FUNCTION
 
 
-def _allreduce_list(tensors, names, op, comm, hierarchical, kind, in_place):
-    op, comm = parse_op(op, _ALLREDUCE_OPS), _comm(comm)
-    check_consistency(comm, _what(kind, op, hierarchical), tensors,
-                      local_error=_local_error(op, tensors, names, in_place=in_place))
+def _allreduce_list(tensors, names, op, comm, hierarchical, kind, in_place, wire=None):
+    op, comm = parse_op(op, ALLREDUCE_OPS), _comm(comm)
+    check_consistency(comm, _what(kind, op, hierarchical) + (f":{wire}" if wire else ""),
+                      tensors, local_error=_local_error(op, tensors, names, in_place=in_place))
     policy = settings.nonfinite()
     if in_place:
         if len(tensors) == 1:
-            _reduce_one_(tensors[0], op, comm, hierarchical, policy)
+            _reduce_one_(tensors[0], op, comm, hierarchical, policy, wire)
             return tensors
-        return _grouped_(tensors, op, comm, hierarchical, policy, in_place=True)
+        return _grouped_(tensors, op, comm, hierarchical, policy, in_place=True, wire=wire)
     if _wants_grad(op, tensors):
         return list(_autograd_allreduce().apply(op, comm, hierarchical, *tensors))
     if len(tensors) == 1:
@@ -345,15 +354,17 @@ def _allreduce_list(tensors, names, op, comm, hierarchical, kind, in_place):
 
 
 @_one_unit
-def allreduce_(tensor, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
+def allreduce_(tensor, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False,
+               wire: str | None = None):
     """Reduce ``tensor`` over all ranks in place and return it.
 
     Refused on every rank, with ``tensor`` unchanged: dtypes ``op`` cannot reduce (integer
     Average among them), a tensor that requires grad while grad mode is on (pass
     ``tensor.detach()`` or use ``torch.no_grad()``). NaN/Inf: ``accord.set_nonfinite`` (module
-    doc)."""
+    doc). ``wire`` (Adasum, not hierarchical): ``"float16"``/``"bfloat16"`` values in the
+    exchanges (accord.compression)."""
     return _allreduce_list([tensor], ["tensor"], op, comm, hierarchical, "allreduce",
-                           True)[0]
+                           True, wire)[0]
 
 
 @_one_unit
@@ -381,15 +392,16 @@ def grouped_allreduce(tensors, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: 
 
 
 @_one_unit
-def grouped_allreduce_(tensors, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False):
+def grouped_allreduce_(tensors, op=ReduceOp.AVERAGE, *, comm=None, hierarchical: bool = False,
+                       wire: str | None = None):
     """Reduce a list of tensors in place (fused into buffers of at most the fusion threshold).
     Every bucket is reduced before any tensor is written: a call that fails leaves them all
-    unchanged. Same refusals as :func:`allreduce_`."""
+    unchanged. Same refusals as :func:`allreduce_`; ``wire`` as there."""
     tensors = list(tensors)
     if not tensors:
         return []
     return _allreduce_list(tensors, _tensor_names(len(tensors)), op, comm, hierarchical,
-                           "grouped", True)
+                           "grouped", True, wire)
 
 
 # Scratch for in-place grouped calls, keyed by the call's layout: a training loop repeats one.

@@ -7,6 +7,7 @@
 
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
     ddp.register_comm_hook(None, default_hooks.fp16_compress_wrapper(adasum_hook))  # or bf16_
+    ddp.register_comm_hook(AdasumHookState(compression=accord.Compression.fp16), adasum_hook)
 
 Both hooks reduce DDP's flat bucket buffer in place with accord's algorithms over an
 :class:`accord.comm.TorchCommunicator` of the process group (one per group, cached), with
@@ -34,11 +35,12 @@ import zlib
 import numpy as np
 import torch
 
-from . import topology
+from . import profiling, topology
 from .adasum import adasum_allreduce_
 from .comm.base import Communicator
+from .compression import check_compression, is_none
 
-__all__ = ["adasum_hook", "consensus_hook", "ConsensusHookState"]
+__all__ = ["adasum_hook", "consensus_hook", "ConsensusHookState", "AdasumHookState"]
 
 # One TorchCommunicator per process group the hooks were given, dropped by accord.shutdown().
 _COMMS: dict = {}
@@ -78,11 +80,34 @@ def _done(buf) -> torch.futures.Future[torch.Tensor]:
     return fut
 
 
+class AdasumHookState:
+    """State of :func:`adasum_hook` for compressed exchanges:
+    ``AdasumHookState(process_group=None, compression=accord.Compression.fp16)``. The bucket's
+    halves travel in 16 bits while the combine runs in the bucket's dtype (float64 dots), unlike
+    torch's fp16 wrapper, which also runs the combine on 16-bit values."""
+
+    def __init__(self, process_group=None, compression=None):
+        self.process_group = process_group
+        self.compression = check_compression(compression, "AdasumHookState: compression")
+
+
 def adasum_hook(state, bucket) -> torch.futures.Future[torch.Tensor]:
     """DDP comm hook: Adasum of the bucket over ``state`` (None: the default process group;
-    or a ProcessGroup; or an accord Communicator), per-parameter coefficients, in place."""
+    or a ProcessGroup; or an accord Communicator; or an :class:`AdasumHookState`),
+    per-parameter coefficients, in place."""
     buf = bucket.buffer()
-    adasum_allreduce_(buf, _offsets(bucket, buf), _comm_for(state))
+    compression = None
+    if isinstance(state, AdasumHookState):
+        state, compression = state.process_group, state.compression
+    with profiling.span("accord.hooks.adasum"):
+        offsets, comm = _offsets(bucket, buf), _comm_for(state)
+        wire = getattr(compression, "wire_dtype", None)
+        if is_none(compression) or wire is not None:
+            adasum_allreduce_(buf, offsets, comm, wire)
+        else:
+            small, ctx = compression.compress(buf)
+            adasum_allreduce_(small, offsets, comm)
+            buf.copy_(compression.decompress(small, ctx))
     return _done(buf)
 
 
@@ -122,7 +147,8 @@ def consensus_hook(state: ConsensusHookState, bucket) -> torch.futures.Future[to
     offsets = _offsets(bucket, buf)
     key = f"ddp:{bucket.index()}:{zlib.crc32(offsets.tobytes()):08x}"
     try:
-        state.aggregator.aggregate_flat_(buf, offsets, key=key)
+        with profiling.span("accord.hooks.consensus"):
+            state.aggregator.aggregate_flat_(buf, offsets, key=key)
     except FloatingPointError:
         buf.fill_(float("nan"))  # every rank takes this branch (see the module doc)
     return _done(buf)

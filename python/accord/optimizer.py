@@ -92,11 +92,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-from . import ops, topology
+from . import ops, profiling, topology
 from ._kernels import dtype_code
+from .comm.base import Communicator
+from .compression import Compression, check_compression, is_none
 from .consistency import check_consistency
 from .fusion import Fusion
-from .reduce_op import ReduceOp, parse_op
+from .reduce_op import GRADIENT_OPS, ReduceOp, parse_op
 
 __all__ = ["DistributedOptimizer"]
 
@@ -143,9 +145,12 @@ def _release(handles, executor_box) -> None:
 class _DistributedMixin:
     """Methods of the dynamic subclass; the wrapped optimizer's class comes after it in the MRO."""
 
-    def _accord_setup(self, op, names, bpps, predivide, comm, consensus):
+    def _accord_setup(self, op, names, bpps, predivide, comm, consensus, compression=None,
+                      sparse_as_dense=False):
         self._reduce_op, self._param_names, self._bpps, self._comm = op, names, bpps, comm
         self._consensus = consensus
+        self._compression = None if is_none(compression) else compression
+        self._sparse_as_dense = sparse_as_dense
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         bad = None
         try:
@@ -169,7 +174,9 @@ class _DistributedMixin:
             threshold = math.inf
         # Reverse order: backward produces the last layers' gradients first (as DDP buckets).
         ordered = params[::-1]
-        check_consistency(comm, f"DistributedOptimizer:{op.value}:{bpps}:{predivide}",
+        wire = "" if self._compression is None else \
+            f":{getattr(self._compression, 'wire_dtype', None) or self._compression!r}"
+        check_consistency(comm, f"DistributedOptimizer:{op.value}:{bpps}:{predivide}{wire}",
                           [p.detach() for p in ordered], local_error=bad)
         # copies: the gradients (Average/Sum/Consensus), or Adasum's parameters-before and
         # update side by side; allocated on first use, reused every step.
@@ -293,9 +300,12 @@ class _DistributedMixin:
             g = p.grad
             if g is None:
                 g = torch.zeros_like(p)  # unused on this rank: contributes zeros (Horovod)
+            elif g.is_sparse and self._sparse_as_dense:
+                g = g.to_dense()
             elif g.is_sparse:
                 raise TypeError(f"accord.DistributedOptimizer: sparse gradient for parameter "
-                                f"{self._param_names.get(id(p), '?')} is not supported")
+                                f"{self._param_names.get(id(p), '?')} is not supported; pass "
+                                "sparse_as_dense=True to reduce it as a dense tensor")
             grads.append(g)
         # A private copy (the worker never touches p.grad), into the bucket's reused buffer.
         flat = self._fusion.pack_values(b.fused, grads)
@@ -327,9 +337,17 @@ class _DistributedMixin:
         else:
             if self._prescale != 1.0:
                 flat.mul_(self._prescale)
-            # the post-scale is applied before 16-bit gradients are rounded back (no overflow
-            # of a float16 sum whose mean fits)
-            self._comm.allreduce_(flat, "sum", scale=self._postscale)
+            with profiling.span("accord.optimizer.allreduce"):
+                if self._compression is None:
+                    # the post-scale is applied before 16-bit gradients are rounded back (no
+                    # overflow of a float16 sum whose mean fits)
+                    self._comm.allreduce_(flat, "sum", scale=self._postscale)
+                else:  # values rounded as Horovod's compression does (accord.compression)
+                    small, ctx = self._compression.compress(flat)
+                    self._comm.allreduce_(small, "sum", scale=self._postscale)
+                    back = self._compression.decompress(small, ctx)
+                    if back is not flat:
+                        flat.copy_(back)
         if flat.is_cuda:
             event = torch.cuda.Event()
             event.record()
@@ -351,6 +369,10 @@ class _DistributedMixin:
         if self._grads_synced:
             return
         self._check_params()
+        with profiling.span("accord.optimizer.synchronize"):
+            self._synchronize()
+
+    def _synchronize(self):
         try:
             if self._reduces_grads:
                 while self._next_bucket < len(self._acc_buckets):
@@ -362,7 +384,7 @@ class _DistributedMixin:
                         event.wait()
                     for p, s, e in zip(b.params, b.offsets[:-1], b.offsets[1:]):
                         piece = flat[s:e].view(p.shape)
-                        if p.grad is None:
+                        if p.grad is None or p.grad.is_sparse:  # sparse_as_dense: now dense
                             p.grad = piece.clone()
                         else:
                             p.grad.copy_(piece)
@@ -432,7 +454,8 @@ class _DistributedMixin:
         if not self._sync_skipped:
             self.synchronize()
         if self._reduce_op is ReduceOp.ADASUM and self._comm.size > 1:
-            self._adasum_step()
+            with profiling.span("accord.optimizer.adasum_step"):
+                self._adasum_step()
         else:
             super().step()
         self._grads_synced = False
@@ -449,9 +472,18 @@ class _DistributedMixin:
         fusion = self._fusion
         before = [fusion.pack(b.fused, copy=0) for b in self._acc_buckets]
         super().step()
+        compression = self._compression
+        wire = getattr(compression, "wire_dtype", None)
         for b, flat in zip(self._acc_buckets, before):
             delta = fusion.pack(b.fused, copy=1).sub_(flat)
-            adasum_allreduce_(delta, b.offsets, self._comm)
+            if compression is None or wire is not None:  # 16-bit exchanges, float32 math
+                adasum_allreduce_(delta, b.offsets, self._comm, wire)
+            else:
+                small, ctx = compression.compress(delta)
+                adasum_allreduce_(small, b.offsets, self._comm)
+                back = compression.decompress(small, ctx)
+                if back is not delta:
+                    delta.copy_(back)
             flat.add_(delta)
             fusion.unpack(b.fused, flat)
 
@@ -504,25 +536,39 @@ def _named(optimizer, named_parameters):
     return names
 
 
-def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
-                         backward_passes_per_step: int = 1,
-                         gradient_predivide_factor: float = 1.0, comm=None, consensus=None):
+def DistributedOptimizer(optimizer: torch.optim.Optimizer, named_parameters=None,
+                         compression=Compression.none, backward_passes_per_step: int = 1,
+                         op=ReduceOp.AVERAGE, gradient_predivide_factor: float = 1.0,
+                         num_groups: int = 0, groups=None, sparse_as_dense: bool = False,
+                         process_set=None, *, comm: Communicator | None = None,
+                         consensus=None) -> torch.optim.Optimizer:
     """Wrap ``optimizer`` so that its steps use gradients/updates reduced over all ranks.
 
-    ``op``: ``accord.Average`` (default), ``accord.Sum``, ``accord.Adasum`` or
-    ``accord.Consensus`` (see the module doc). ``named_parameters``: ``model.named_parameters()``
-    (validated: unique names, every optimizer parameter named; used in messages).
-    ``backward_passes_per_step``: local accumulations before the reduction.
-    ``gradient_predivide_factor`` f (Average only): gradients are scaled by 1/f before the sum and
-    by f/N after. ``comm``: an accord Communicator (default: the one of ``accord.init()``).
-    ``consensus``: the ConsensusAggregator to use with ``op=accord.Consensus``.
-    Collective: every rank wraps the same parameters (checked with one tiny allreduce).
+    Horovod's signature. ``op``: ``accord.Average`` (default), ``accord.Sum``,
+    ``accord.Adasum`` or ``accord.Consensus`` (see the module doc). ``named_parameters``:
+    ``model.named_parameters()`` (validated: unique names, every optimizer parameter named; used
+    in messages). ``compression``: ``accord.Compression.none`` / ``.fp16`` / ``.bf16`` (with
+    Adasum the update halves travel in 16 bits, the combine stays in the parameters' dtype; with
+    Average/Sum the fused gradients are rounded to 16 bits around the reduction; not with
+    Consensus). ``backward_passes_per_step``: local accumulations before the reduction.
+    ``gradient_predivide_factor`` f (Average only): gradients are scaled by 1/f before the sum
+    and by f/N after. ``num_groups`` / ``groups``: accepted; accord fuses by dtype, device and
+    ``accord.fusion_threshold()`` instead. ``sparse_as_dense``: reduce sparse gradients as dense
+    tensors (otherwise they raise). ``process_set`` / ``comm``: an accord Communicator (default:
+    the one of ``accord.init()``). ``consensus``: the ConsensusAggregator to use with
+    ``op=accord.Consensus``. Collective: every rank wraps the same parameters (checked with one
+    tiny allreduce); an argument problem found on one rank raises on every rank.
     """
+    if isinstance(compression, (ReduceOp, str)) and op is ReduceOp.AVERAGE:
+        # accord's earlier positional order (optimizer, named_parameters, op): keep it working
+        compression, op = Compression.none, compression
+    if process_set is not None and isinstance(process_set, Communicator) and comm is None:
+        comm = process_set
     comm = comm if comm is not None else topology.communicator()
     try:
-        op, names, f, consensus = _validate(optimizer, named_parameters, op,
-                                            backward_passes_per_step, gradient_predivide_factor,
-                                            comm, consensus)
+        op, names, f, consensus, compression = _validate(
+            optimizer, named_parameters, op, backward_passes_per_step, gradient_predivide_factor,
+            comm, consensus, compression, sparse_as_dense, num_groups, groups, process_set)
     except (TypeError, ValueError) as e:
         # A problem seen on this rank only must not leave the others waiting in the exchange
         # of _accord_setup: it joins that exchange, and every rank raises.
@@ -533,12 +579,30 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
     # Share the optimizer's state, param_groups and hooks. An instance-level `step` (an LR
     # scheduler's call-tracking wrapper around the old object's step) would shadow ours: drop it.
     wrapped.__dict__.update({k: v for k, v in optimizer.__dict__.items() if k != "step"})
-    wrapped._accord_setup(op, names, backward_passes_per_step, float(f), comm, consensus)
+    wrapped._accord_setup(op, names, backward_passes_per_step, float(f), comm, consensus,
+                          compression, sparse_as_dense)
     return wrapped
 
 
-def _validate(optimizer, named_parameters, op, bpps, f, comm, consensus):
-    """DistributedOptimizer's argument checks: (op, names, predivide factor, consensus)."""
+def _validate(optimizer, named_parameters, op, bpps, f, comm, consensus, compression,
+              sparse_as_dense, num_groups, groups, process_set):
+    """DistributedOptimizer's argument checks: (op, names, predivide factor, consensus,
+    compression)."""
+    compression = check_compression(compression)
+    if not isinstance(sparse_as_dense, bool):
+        raise TypeError(f"sparse_as_dense must be a bool, got {sparse_as_dense!r}")
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 0:
+        raise ValueError(f"num_groups must be an int >= 0, got {num_groups!r}")
+    if groups is not None and not isinstance(groups, (int, list, tuple)):
+        raise ValueError(f"groups must be None, an int or a list of parameter lists, got "
+                         f"{type(groups).__name__}")
+    if process_set is not None:
+        if not isinstance(process_set, Communicator):
+            raise TypeError("process_set must be None or an accord Communicator (accord has no "
+                            "Horovod process sets; use accord.communicator().split(color)), got "
+                            f"{type(process_set).__name__}")
+        if comm is not process_set:
+            raise ValueError("process_set and comm name different communicators")
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
                         f"{type(optimizer).__name__}")
@@ -547,7 +611,7 @@ def _validate(optimizer, named_parameters, op, bpps, f, comm, consensus):
     if isinstance(optimizer, torch.optim.LBFGS):
         raise ValueError("LBFGS evaluates its closure several times per step; "
                          "accord.DistributedOptimizer does not support it")
-    op = parse_op(op)
+    op = parse_op(op, GRADIENT_OPS)
     if isinstance(bpps, bool) or not isinstance(bpps, int) or bpps < 1:
         raise ValueError(f"backward_passes_per_step must be an int >= 1, got {bpps!r}")
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and f > 0):
@@ -556,6 +620,10 @@ def _validate(optimizer, named_parameters, op, bpps, f, comm, consensus):
         raise ValueError("gradient_predivide_factor is only supported with op=accord.Average")
     if consensus is not None and op is not ReduceOp.CONSENSUS:
         raise ValueError("consensus= is only used with op=accord.Consensus")
+    if op is ReduceOp.CONSENSUS and not is_none(compression):
+        raise ValueError("compression is not supported with op=accord.Consensus (its Gram "
+                         "matrices need the full-precision gradients); use "
+                         "compression=accord.Compression.none")
     names = _named(optimizer, named_parameters)
     if op is ReduceOp.CONSENSUS:
         if consensus is None:
@@ -567,4 +635,4 @@ def _validate(optimizer, named_parameters, op, bpps, f, comm, consensus):
         elif consensus.comm is not comm:
             raise ValueError("the ConsensusAggregator runs on another communicator than the "
                              "optimizer; pass the same comm= to both")
-    return op, names, f, consensus
+    return op, names, f, consensus, compression

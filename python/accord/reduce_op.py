@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ReduceOp", "Sum", "Average", "Adasum", "Consensus", "parse_op"]
+__all__ = ["ReduceOp", "Sum", "Average", "Adasum", "Consensus", "Min", "Max", "Product",
+           "parse_op"]
 
 
 class ReduceOp(enum.Enum):
@@ -13,10 +14,18 @@ class ReduceOp(enum.Enum):
     #: Stateful (momentum across steps): only for DistributedOptimizer and the hooks, through a
     #: ConsensusAggregator; a stateless allreduce refuses it.
     CONSENSUS = "consensus"
+    #: Element-wise reductions (Horovod's Min, Max, Product): collectives only.
+    MIN = "min"
+    MAX = "max"
+    PRODUCT = "product"
 
 
 Sum, Average, Adasum = ReduceOp.SUM, ReduceOp.AVERAGE, ReduceOp.ADASUM
 Consensus = ReduceOp.CONSENSUS
+Min, Max, Product = ReduceOp.MIN, ReduceOp.MAX, ReduceOp.PRODUCT
+#: What gradient aggregation (DistributedOptimizer, hooks) accepts: Min/Max/Product of
+#: gradients is not a training rule.
+GRADIENT_OPS = (ReduceOp.AVERAGE, ReduceOp.SUM, ReduceOp.ADASUM, ReduceOp.CONSENSUS)
 
 
 def _names(allowed) -> str:

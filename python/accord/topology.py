@@ -8,9 +8,9 @@ from launcher environment variables, so they are right under any launcher.
 
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
+from . import launch_env, profiling
 from .comm import watchdog
 from .comm.base import Communicator
 
@@ -30,10 +30,13 @@ def on_shutdown(release: Callable[[], None]) -> None:
         _RELEASE_HOOKS.append(release)
 
 
-def _make_communicator(comm) -> Communicator:
+def _make_communicator(comm, backend=None, timeout=None) -> Communicator:
     if isinstance(comm, Communicator):
         return comm
     if comm is not None:
+        if backend is not None:
+            raise ValueError("accord.init(comm, backend=...): give a communicator or a backend, "
+                             "not both")
         module = type(comm).__module__
         if module.startswith("mpi4py"):
             from .comm.mpi import MPICommunicator
@@ -47,35 +50,56 @@ def _make_communicator(comm) -> Communicator:
             "accord.init(comm): expected an accord Communicator, an mpi4py communicator or "
             f"a torch.distributed ProcessGroup, got {type(comm).__name__}"
         )
-    # Only look at torch.distributed if the program already imported it: if it did not,
-    # it cannot have initialised it, and importing torch here would be slow.
-    tdist = sys.modules.get("torch.distributed")
-    if tdist is not None and tdist.is_available() and tdist.is_initialized():
+    if backend is not None and (not isinstance(backend, str) or not backend):
+        raise ValueError(f"accord.init(backend=...): expected 'mpi', 'gloo', 'nccl' or a torch "
+                         f"backend string such as 'cpu:gloo,cuda:nccl', got {backend!r}")
+    info = launch_env.detect()
+    timeout = launch_env.init_timeout(timeout)
+    # Only look at torch.distributed if the program already imported it (launch_env does not
+    # import torch): if it did not, it cannot have initialised it.
+    already = launch_env.torch_distributed_initialized()
+    if backend != "mpi" and (backend is not None or already or info.torch_env):
+        created = False
+        if not already:
+            launch_env.init_torch_distributed(backend, timeout, info)
+            created = True
         from .comm.torch_dist import TorchCommunicator
 
-        return TorchCommunicator()
+        c = TorchCommunicator()
+        if created:  # a group the program made itself may legitimately differ from WORLD_SIZE
+            launch_env.check_size(c.size, "torch.distributed", info)
+        return c
     try:
         from mpi4py import MPI
     except ImportError:
         raise RuntimeError(
-            "accord.init(): torch.distributed is not initialised and mpi4py is not installed; "
-            "call torch.distributed.init_process_group() first, install mpi4py, or pass a "
-            "communicator to accord.init(comm)"
+            "accord.init(): torch.distributed is not initialised, no torchrun variables are set "
+            f"({info.describe()}) and mpi4py is not installed; launch with torchrun, install "
+            "mpi4py (and launch with mpirun), or pass a communicator to accord.init(comm)"
         ) from None
     from .comm.mpi import MPICommunicator
 
+    launch_env.check_size(MPI.COMM_WORLD.Get_size(), "mpi", info)
     # A private duplicate keeps accord's messages apart from the program's own traffic; accord
     # owns it, so shutdown() frees it.
     return MPICommunicator(MPI.COMM_WORLD.Dup(), owned=True)
 
 
-def init(comm=None) -> Communicator:
+def init(comm=None, *, backend: str | None = None, timeout: float | None = None
+         ) -> Communicator:
     """Set the process-wide communicator and return it. Collective over its ranks.
 
     ``comm`` may be:
 
-    * ``None``: torch.distributed's default group if torch.distributed is initialised,
-      otherwise a duplicate of mpi4py's ``MPI.COMM_WORLD``;
+    * ``None``: chosen from the launcher (see :mod:`accord.launch_env`): torch.distributed's
+      default group if the program initialised it; under torchrun (``RANK``, ``WORLD_SIZE``,
+      ``MASTER_ADDR``, ``MASTER_PORT`` set) torch.distributed initialised here (gloo; gloo +
+      NCCL when ``LOCAL_RANK`` names a visible GPU); otherwise a duplicate of mpi4py's
+      ``MPI.COMM_WORLD``. ``backend=`` forces the choice: ``"mpi"``, or a torch backend
+      (``"gloo"``, ``"nccl"``, ``"cpu:gloo,cuda:nccl"``). If the launcher announced N processes
+      and the communicator has another size, or the rendezvous does not complete within
+      ``timeout`` seconds (default ``ACCORD_INIT_TIMEOUT`` or 300), RuntimeError names the
+      variables found;
     * an mpi4py communicator (wrapped in :class:`~accord.comm.MPICommunicator`, not
       duplicated);
     * a torch.distributed ProcessGroup (wrapped in :class:`~accord.comm.TorchCommunicator`);
@@ -94,9 +118,11 @@ def init(comm=None) -> Communicator:
     global _state
     if _state is not None:
         shutdown()
-    c = _make_communicator(comm)
+    c = _make_communicator(comm, backend, timeout)
     local = c.local_split()
     _state = (c, local.rank, local.size, c is not comm)
+    _set_cross(c, local)
+    profiling.set_rank(c.rank)
     # Faults end the job with an error instead of a hang: exception hooks, exit notice, the
     # cross-rank stall report (accord.comm.watchdog).
     watchdog.install(c)
@@ -115,6 +141,7 @@ def shutdown() -> None:
         watchdog.uninstall()
     for release in _RELEASE_HOOKS:
         release()
+    profiling.flush_timeline()
     if state is not None:
         comm, _, _, made_here = state
         if made_here:
@@ -157,3 +184,38 @@ def local_rank() -> int:
 def local_size() -> int:
     """Number of processes of the active communicator on this node."""
     return _require()[2]
+
+
+# (cross_rank, cross_size, homogeneous) while initialised: see cross_rank().
+_cross: tuple | None = None
+
+
+def _set_cross(comm: Communicator, local: Communicator) -> None:
+    """Node index among the nodes hosting this local rank, from one allgather at init (the
+    queries must not communicate: they may be called on some ranks only)."""
+    global _cross
+    leader = local.allgather_object(comm.rank)[0] if local.size > 1 else comm.rank
+    every = comm.allgather_object((leader, local.rank, local.size))
+    peers = sorted(ld for ld, lr, _ in every if lr == local.rank)
+    _cross = (peers.index(leader), len(peers), len({ls for _, _, ls in every}) == 1)
+
+
+def cross_rank() -> int:
+    """Index of this process's node among the nodes that have a process with this
+    :func:`local_rank` (Horovod's cross rank: the rank in the group of processes sharing this
+    local rank, one per node, ordered by node)."""
+    _require()
+    return _cross[0]
+
+
+def cross_size() -> int:
+    """Number of nodes that have a process with this :func:`local_rank` (the node count when
+    every node runs the same number of processes)."""
+    _require()
+    return _cross[1]
+
+
+def is_homogeneous() -> bool:
+    """Whether every node runs the same number of processes."""
+    _require()
+    return _cross[2]

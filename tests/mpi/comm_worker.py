@@ -114,8 +114,10 @@ def test_allreduce_small(comm):
             check_equal(mine, everyone[r], "input untouched")
     check_equal(comm.allreduce_small(np.ones(3)), np.full(3, float(n)), "default op is sum")
     check_equal(comm.allreduce_small(np.zeros(0)), np.zeros(0), "empty")
+    two = comm.allreduce_small(np.array([2.0, -1.0]), "prod")
+    check_equal(two, np.array([2.0 ** n, (-1.0) ** n]), "allreduce_small prod")
     try:
-        comm.allreduce_small(np.ones(1), "prod")
+        comm.allreduce_small(np.ones(1), "median")
     except ValueError:
         pass
     else:

@@ -14,6 +14,10 @@ Rows per size (nccl-tests style; every rank holds one contiguous 1-D buffer of `
     accord-sum          accord.allreduce_(buf, op=accord.Sum)
     accord-avg          accord.allreduce_(buf, op=accord.Average)
     accord-adasum       accord.allreduce_(buf, op=accord.Adasum)
+    adasum-fp16         accord.allreduce_(buf, op=accord.Adasum,
+                        compression=accord.Compression.fp16): the VHDD exchanges carry float16,
+                        the combine stays in the buffer's dtype (checked with float16's
+                        tolerance)
     accord-consensus    accord.consensus.ConsensusAggregator().aggregate_flat_(buf, [0, n]), in
                         place like the others
     adasum-exchange     Adasum's sendrecvs alone (AdasumReducer.allreduce_(compute=False): the
@@ -65,7 +69,7 @@ TOL = {"float64": 1e-10, "float32": 2e-5, "float16": 6e-3, "bfloat16": 5e-2}
 SEED = 20240611
 ADASUM_RATIO_TARGET = (64 << 20, 0.7)     # (size, max adasum/raw time ratio)
 ADASUM_LATENCY_TARGET = (4 << 10, 100.0)  # (size, max adasum time in us, 2 ranks)
-OPS = ("raw", "sum", "avg", "adasum", "consensus", "exchange", "compute")
+OPS = ("raw", "sum", "avg", "adasum", "adasum-fp16", "consensus", "exchange", "compute")
 QUICK = {"minbytes": "4K", "maxbytes": "256K", "stepfactor": 4, "iters": 5, "warmup": 1}
 
 
@@ -142,7 +146,7 @@ class Setup:
         if backend == "mpi":
             from mpi4py import MPI
             self.MPI = MPI
-            self.comm = accord.init()  # a private duplicate of COMM_WORLD
+            self.comm = accord.init(backend="mpi")  # a private duplicate of COMM_WORLD
             self.mpi = self.comm.mpi_comm
             self.use_torch = dtype == "bfloat16"  # numpy has no bfloat16
             lib = MPI.Get_library_version().strip().splitlines()[0].split(",")[0]
@@ -249,10 +253,11 @@ def _consensus(setup: Setup):
 
 
 class Impl:
-    __slots__ = ("name", "redop", "run", "times")
+    __slots__ = ("name", "redop", "run", "times", "tol_dtype")
 
-    def __init__(self, name, redop, run):
+    def __init__(self, name, redop, run, tol_dtype=None):
         self.name, self.redop, self.run, self.times = name, redop, run, []
+        self.tol_dtype = tol_dtype  # checked with this dtype's tolerance (default: the buffer's)
 
 
 def make_impls(setup: Setup, ops, notes):
@@ -267,6 +272,9 @@ def make_impls(setup: Setup, ops, notes):
                           ("adasum", "accord-adasum", accord.Adasum)):
         if key in ops:
             impls.append(Impl(name, key, lambda buf, op=op: accord.allreduce_(buf, op=op)))
+    if "adasum-fp16" in ops:
+        impls.append(Impl("adasum-fp16", "adasum", lambda buf: accord.allreduce_(
+            buf, op=accord.Adasum, compression=accord.Compression.fp16), "float16"))
     if "consensus" in ops:
         agg, why = _consensus(setup)
         if agg is None:
@@ -328,7 +336,8 @@ def run_size(setup: Setup, impls, nbytes: int, args):
         comm.barrier()
         result = impl.run(work)
         if impl.redop in oracle:
-            wrong[k] = count_wrong(setup.as64(result), oracle[impl.redop], setup.dtype)
+            wrong[k] = count_wrong(setup.as64(result), oracle[impl.redop],
+                                   impl.tol_dtype or setup.dtype)
         elif impl.redop == "consensus" and checked:
             wrong[k] = count_not_identical(setup, result)
     del oracle

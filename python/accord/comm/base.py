@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from .guard import Guard, Operation
 
-_REDUCE_OPS = ("sum", "max", "min")
+_REDUCE_OPS = ("sum", "max", "min", "prod")
 # The methods that communicate: each runs inside the communicator's Guard (one thread at a time,
 # progress record for the stall inspector). Subclasses' definitions are wrapped automatically.
 _GUARDED = ("sendrecv", "allreduce_small", "allreduce_", "allgather", "allgather_object",
@@ -164,9 +164,9 @@ class Communicator(abc.ABC):
 
         ``values`` is a 1-D numpy array (or array-like) of float64 or int64, typically a few
         per-layer scalars (e.g. ``3*L`` dot products) or a signature to compare across ranks.
-        ``op`` is ``"sum"``, ``"max"`` or ``"min"``. Every rank gets the same result, of the
-        same dtype and shape as ``values``; ``values`` itself is not modified. Called once per
-        Adasum level, so it must be cheap.
+        ``op`` is ``"sum"``, ``"max"``, ``"min"`` or ``"prod"``. Every rank gets the same
+        result, of the same dtype and shape as ``values``; ``values`` itself is not modified.
+        Called once per Adasum level, so it must be cheap.
         """
 
     @abc.abstractmethod
@@ -174,9 +174,9 @@ class Communicator(abc.ABC):
         """Reduce ``buf`` element-wise over all ranks, in place; return ``buf``.
 
         For large buffers (plain Sum/Average, benchmark baseline). ``op`` is ``"sum"``,
-        ``"max"`` or ``"min"``. ``scale`` (floating-point buffers only) multiplies the reduced
-        values before they are written back: Average is ``op="sum", scale=1/N``. float16 and
-        bfloat16 are reduced and scaled in float32 and rounded once at the end, so a mean that
+        ``"max"``, ``"min"`` or ``"prod"``. ``scale`` (floating-point buffers only) multiplies the
+        reduced values before they are written back: Average is ``op="sum", scale=1/N``. float16
+        and bfloat16 are reduced and scaled in float32 and rounded once at the end, so a mean that
         fits the 16-bit type is not lost to an overflowing 16-bit sum. Every rank must pass the
         same number of elements and dtype.
         """

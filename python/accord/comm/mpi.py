@@ -37,7 +37,7 @@ _REDUCE_DT = {
     for dt, mpi in _MOVE_DT.items()
     if dt.kind in "iuf" and dt != np.dtype(np.float16)
 }
-_OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+_OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN, "prod": MPI.PROD}
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 

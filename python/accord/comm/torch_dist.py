@@ -12,7 +12,8 @@ import torch.distributed as dist
 
 from .base import Communicator, check_op, check_scale
 
-_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN,
+        "prod": dist.ReduceOp.PRODUCT}
 # Reduced through a wider type: gloo has no int16 reductions and sums float16/bfloat16 in
 # their own precision; staging also makes results match the MPI backend (one rounding).
 _REDUCE_STAGE = {
