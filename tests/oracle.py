@@ -189,10 +189,15 @@ def _combine(a, b, offsets, dots, wa, wb) -> np.ndarray:
 def adasum_combine_bound(a, b, offsets, unit, dots=None, weights=(1, 1), dots_error=True):
     """Element-wise bound on |kernel - oracle| for adasum_combine.
 
-    Per element x = a_i, y = b_i, (first order):
+    Per element x = a_i, y = b_i, with q_a = a.b / |a|^2, q_b = a.b / |b|^2 (first order):
 
     - ``unit`` (|ca x| + |cb y|): the kernel's own combine arithmetic and store (``unit`` is
       the sum of its rounding units, see the tolerance table below);
+    - 2 eps64 ((wa |q_a| + |ca|) |x| + (wb |q_b| + |cb|) |y|): each side computes a coefficient
+      1 - w q from the dots with three float64 roundings (q, w q, the difference), each up to
+      half an eps64 of its own magnitude. Where 1 - w q cancels, those roundings are large next
+      to |c| itself, and nothing makes two implementations round them alike (a contracted
+      FMA rounds once): the bound must not rely on the kernel reproducing the oracle's bits;
     - with ``dots_error``: the kernel's dots differ from the oracle's by up to
       :func:`dots_bound` (plus 2^-150 of the norms for tiles summed with and without scaling),
       which moves the coefficients by d(ca) <= wa (|d ab| / aa + |ab| |d aa| / aa^2).
@@ -215,7 +220,11 @@ def adasum_combine_bound(a, b, offsets, unit, dots=None, weights=(1, 1), dots_er
         # |coefficient * element| and w |q| * element, without forming huge coefficients
         term_a, term_b = np.abs(ce[:, 0]) * np.ldexp(ax, ea), np.abs(ce[:, 2]) * np.ldexp(by, eb)
         xa, yb = np.ldexp(ax, sb - sa), np.ldexp(by, sa - sb)  # |x| 2^(sb-sa), |y| 2^(sa-sb)
+        qa = np.where(aa < ZERO_NORM_SQ, 0.0, wa * np.abs(ab / aa))
+        qb = np.where(bb < ZERO_NORM_SQ, 0.0, wb * np.abs(ab / bb))
         bound = unit * (term_a + term_b)
+        bound = bound + 2 * EPS64 * (_expand(qa, offsets, n) * xa + term_a
+                                     + _expand(qb, offsets, n) * yb + term_b)
         if dots_error:
             err = dots_bound(np.ldexp(a, -sa), np.ldexp(b, -sb), offsets)
             err += 2.0**-150 * np.stack([np.sqrt(aa * bb), aa, bb], axis=1)

@@ -163,6 +163,33 @@ def test_adasum_combine_uses_given_dots(case, rng):
     assert not np.allclose(f64(out), f64(plain))
 
 
+def test_adasum_bound_allows_contracted_coefficients():
+    """The oracle's bound holds for any correctly rounded way of computing the coefficients
+    1 - w (a.b / |a|^2) from the dots, not only for numpy's three separate roundings. Here: a
+    fused multiply-add (one rounding, as a contracting compiler emits), emulated exactly with
+    fractions, on the inputs of test_adasum_combine[torch-float64-cuda-many-w1-6]. Where 1 - w q
+    cancels, the oracle's own rounding of the coefficient exceeds the combine's error budget."""
+    import zlib
+    from fractions import Fraction
+
+    rng = np.random.default_rng(zlib.crc32(
+        b"tests/test_ops.py::test_adasum_combine[torch-float64-cuda-many-w1-6]"))
+    off = offsets_of(LAYOUTS["many"])
+    case = Case("numpy", "float64")
+    a, b = pair_inputs(case, int(off[-1]), rng)
+    dots = oracle.segment_dots(a, b, off)
+    wa, wb = 1 / 7, 6 / 7
+    fused = np.empty_like(a)
+    for l, (s, e) in enumerate(oracle.segments(off)):
+        ab, aa, bb = dots[l]
+        ca = float(1 - Fraction(wa) * Fraction(ab / aa)) if aa >= oracle.ZERO_NORM_SQ else 1.0
+        cb = float(1 - Fraction(wb) * Fraction(ab / bb)) if bb >= oracle.ZERO_NORM_SQ else 1.0
+        fused[s:e] = ca * a[s:e] + cb * b[s:e]
+    assert_matches(fused, oracle.adasum_combine(a, b, off, dots=dots, weights=(1, 6)),
+                   oracle.adasum_combine_bound(a, b, off, case.unit(2), dots=dots,
+                                               weights=(1, 6), dots_error=False), "float64")
+
+
 @pytest.mark.parametrize("target", ["a", "b"])
 def test_adasum_combine_in_place(case, target, rng):
     off = offsets_of(LAYOUTS["mixed"])

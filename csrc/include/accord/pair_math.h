@@ -8,6 +8,40 @@
 
 namespace accord {
 
+// Separately rounded float64 operations. nvcc contracts `1 - w * q` into one FMA unless told
+// not to, which rounds once instead of twice: the coefficient then differs from the CPU's in
+// the last bit, and where 1 - w q cancels that bit is a large part of the coefficient. Both
+// backends compute the coefficients with exactly these operations (the host build compiles
+// with -ffp-contract=off), so CPU and CUDA combine with the same coefficients, bit for bit.
+ACCORD_HD double rn_mul(double x, double y) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(x, y);
+#else
+  return x * y;
+#endif
+}
+ACCORD_HD double rn_sub(double x, double y) {
+#if defined(__CUDA_ARCH__)
+  return __dsub_rn(x, y);
+#else
+  return x - y;
+#endif
+}
+ACCORD_HD double rn_add(double x, double y) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(x, y);
+#else
+  return x + y;
+#endif
+}
+ACCORD_HD double rn_div(double x, double y) {
+#if defined(__CUDA_ARCH__)
+  return __ddiv_rn(x, y);
+#else
+  return x / y;
+#endif
+}
+
 // A squared norm below this counts as zero: its vector gets coefficient 1, so a zero input
 // degrades to a plain sum. With dots computed by the kernel (scaled_dots.h) a non-zero vector's
 // scaled squared norm is at least 1/4, so only a zero vector is caught; with dots given by the
@@ -32,10 +66,10 @@ ACCORD_HD void pair_coeff(double ab, double aa, int sa, int sb, double w, double
     c = 1.0;
     return;
   }
-  const double r = ab / aa;
-  c = 1.0 - w * shift(r, sb - sa);
+  const double r = rn_div(ab, aa);
+  c = rn_sub(1.0, rn_mul(w, shift(r, sb - sa)));
   if (!(fabs(c) <= DBL_MAX) && fabs(r) <= DBL_MAX) {
-    c = shift(1.0, sa - sb) - w * r;
+    c = rn_sub(shift(1.0, sa - sb), rn_mul(w, r));
     e = sb - sa;
   }
 }
@@ -72,7 +106,7 @@ ACCORD_HD bool needs_float64_combine(const PairCoeffs& c) {
 // One element of the float64 combine (the wide / scaled path): c.a (x 2^ea) + c.b (y 2^eb),
 // separately rounded.
 ACCORD_HD double combine_float64(const PairCoeffs& c, double x, double y) {
-  return c.a * shift(x, c.ea) + c.b * shift(y, c.eb);
+  return rn_add(rn_mul(c.a, shift(x, c.ea)), rn_mul(c.b, shift(y, c.eb)));
 }
 
 }  // namespace accord
