@@ -4,6 +4,7 @@ Environment switches (all optional):
   ACCORD_WITH_CUDA=0|1     force the CUDA kernels off or on (default: on when nvcc is found)
   ACCORD_CUDA_ARCHS="80;90" CUDA architectures (default Ampere + Hopper)
   ACCORD_BUILD_TYPE=Release|Debug|RelWithDebInfo
+  ACCORD_SANITIZE=address,undefined  host code built with these sanitizers (tests/sanitize/run.sh)
   CMAKE_BUILD_PARALLEL_LEVEL=N  parallel compile jobs
 No torch and no CUDA toolkit are needed at build time.
 """
@@ -53,6 +54,8 @@ class CMakeBuild(build_ext):
         ]
         if os.environ.get("ACCORD_CUDA_ARCHS"):
             args.append(f"-DACCORD_CUDA_ARCHS={os.environ['ACCORD_CUDA_ARCHS']}")
+        if os.environ.get("ACCORD_SANITIZE"):
+            args.append(f"-DACCORD_SANITIZE={os.environ['ACCORD_SANITIZE']}")
         subprocess.run(["cmake", str(ROOT), *args], cwd=build_dir, check=True)
         build = ["cmake", "--build", ".", "--target", "_C"]
         if "CMAKE_BUILD_PARALLEL_LEVEL" not in os.environ:
