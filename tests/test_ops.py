@@ -237,13 +237,17 @@ BIG, SMALL = 2.0**512, 2.0**-540  # ~1.3e154 and ~2.8e-163: squares overflow / u
 def _extreme_float64_pair(rng):
     """Segments whose float64 dots overflow or underflow: both large, both tiny, tiny next to
     large (ratio ~2^1050: the coefficient itself is beyond float64), a segment mixing both
-    magnitudes, a subnormal one, and an ordinary one."""
+    magnitudes, a subnormal one, an ordinary one, and large or tiny ones with all-zero tiles."""
     def pair(n, sa, sb):
         a = rng.standard_normal(n)
         b = (0.6 * a + 0.8 * rng.standard_normal(n)) * rng.choice([-1.0, 1.0])
         return a * sa, b * sb
     mix = np.where(rng.random(300) < 0.5, BIG, SMALL)
-    parts = [pair(100, BIG, BIG), pair(100, SMALL, SMALL), pair(60, SMALL, BIG),
+    zero_tiles = [pair(2 * TILE + 7, BIG, 1.0), pair(2 * TILE + 7, SMALL, 1.0)]
+    for za, zb in zero_tiles:  # all-zero tiles of a (a zero side) next to scaled ones
+        za[:TILE + 3] = 0
+        zb[-TILE:] = 0
+    parts = [*zero_tiles, pair(100, BIG, BIG), pair(100, SMALL, SMALL), pair(60, SMALL, BIG),
              pair(60, BIG, SMALL), pair(300, mix, mix[::-1]), pair(40, 2.0**-1060, 2.0**-1060),
              pair(5000, BIG, 1.0), pair(50, 1.0, 1.0), pair(2 * TILE + 5, 1.0, BIG * 64)]
     a = np.concatenate([p[0] for p in parts])
@@ -616,7 +620,9 @@ _THREADS_SCRIPT = textwrap.dedent("""
         )]
     # float64 blocks whose squares overflow or underflow next to ordinary ones: scaled tiles
     # and plain tiles share segments
-    scale = np.repeat(np.exp2(rng.choice([-560.0, 0.0, 512.0], n // 3000 + 1)), 3000)[:n]
+    blocks = np.exp2(rng.choice([-560.0, 0.0, 512.0], n // 3000 + 1))
+    blocks[rng.random(blocks.size) < 0.2] = 0.0  # zero blocks: tiles with an all-zero side
+    scale = np.repeat(blocks, 3000)[:n]
     a = rng.standard_normal(n) * scale
     b = (0.5 * a + rng.standard_normal(n) * scale[::-1])
     res["float64-extreme"] = [x.tobytes().hex() for x in (

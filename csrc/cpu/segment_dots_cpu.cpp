@@ -136,16 +136,23 @@ ACCORD_TARGET_AVX2_FMA void tile_dots_avx2(const T* a, const T* b, int64_t len,
 }
 #endif
 
-// The scaled pass of one float64 tile (rare: overflow, underflow, zero or non-finite tiles):
-// the tile's maxima give the exponents, then one pass over the scaled elements. NaNs are skipped
-// by the max (`v > m` is false) and reach the sums.
+double max_abs(const double* x, int64_t len) {  // NaNs skipped (`v > m` is false)
+  double m = 0.0;
+  for (int64_t i = 0; i < len; ++i) m = std::fabs(x[i]) > m ? std::fabs(x[i]) : m;
+  return m;
+}
+
+// The second pass of one float64 tile outside the plain range (rare): a tile with an all-zero
+// side is finished from that side's maximum alone (scaled_dots.h finish_zero_sides); otherwise
+// the maxima give the exponents and one pass over the scaled elements gives the sums (NaNs
+// reach them). `partial` holds the plain sums on entry.
 void tile_dots_scaled(const double* a, const double* b, int64_t len, double* partial) {
-  double ma = 0.0, mb = 0.0;
-  for (int64_t i = 0; i < len; ++i) {
-    const double x = std::fabs(a[i]), y = std::fabs(b[i]);
-    ma = x > ma ? x : ma;
-    mb = y > mb ? y : mb;
-  }
+  const bool a_ok = plain_norm_ok(partial[1]), b_ok = plain_norm_ok(partial[2]);
+  double ma = a_ok ? 0.0 : max_abs(a, len);
+  double mb = b_ok ? 0.0 : max_abs(b, len);
+  if (finish_zero_sides(partial, ma, mb)) return;
+  if (a_ok) ma = max_abs(a, len);
+  if (b_ok) mb = max_abs(b, len);
   const int sa = scale_exponent(ma), sb = scale_exponent(mb);
   const ScaleFactors fa = scale_factors(sa), fb = scale_factors(sb);
   double ab = 0.0, aa = 0.0, bb = 0.0;

@@ -53,8 +53,9 @@ __global__ void __launch_bounds__(kBlock)
   using MaxReduce = cub::BlockReduce<Max2, kBlock>;
   __shared__ typename Reduce::TempStorage temp;
   __shared__ typename MaxReduce::TempStorage max_temp;
-  __shared__ bool rescale;
+  __shared__ bool rescale, zero_sides;
   __shared__ int exps[2];
+  __shared__ double zero_row[3];
   constexpr int64_t W = kDotsPartialWidth;
   for (int64_t t = blockIdx.x; t < layout.num_tiles; t += gridDim.x) {
     const TileRange r = tile_range(layout, t);
@@ -77,20 +78,34 @@ __global__ void __launch_bounds__(kBlock)
           m.b = fabs(y) > m.b ? fabs(y) : m.b;
         });
         const Max2 mm = MaxReduce(max_temp).Reduce(m, Max2Op());
-        if (threadIdx.x == 0) {
-          exps[0] = scale_exponent(mm.a);
-          exps[1] = scale_exponent(mm.b);
+        if (threadIdx.x == 0) {  // an all-zero side finishes the tile (scaled_dots.h)
+          double p[kDotsPartialWidth] = {s.ab, s.aa, s.bb, 0.0, 0.0};
+          zero_sides = finish_zero_sides(p, mm.a, mm.b);
+          if (zero_sides) {
+            zero_row[0] = p[0];
+            zero_row[1] = p[1];
+            zero_row[2] = p[2];
+            exps[0] = int(p[3]);
+            exps[1] = int(p[4]);
+          } else {
+            exps[0] = scale_exponent(mm.a);
+            exps[1] = scale_exponent(mm.b);
+          }
         }
         __syncthreads();
-        const ScaleFactors fa = scale_factors(exps[0]), fb = scale_factors(exps[1]);
-        Dots3 e{0.0, 0.0, 0.0};
-        visit2(a, b, r.begin, r.end, [&](double xs, double ys) {
-          const double x = apply_scale(xs, fa), y = apply_scale(ys, fb);
-          e.ab += x * y;
-          e.aa += x * x;
-          e.bb += y * y;
-        });
-        s = Reduce(temp).Reduce(e, Dots3Sum());
+        if (zero_sides) {
+          s = Dots3{zero_row[0], zero_row[1], zero_row[2]};
+        } else {
+          const ScaleFactors fa = scale_factors(exps[0]), fb = scale_factors(exps[1]);
+          Dots3 e{0.0, 0.0, 0.0};
+          visit2(a, b, r.begin, r.end, [&](double xs, double ys) {
+            const double x = apply_scale(xs, fa), y = apply_scale(ys, fb);
+            e.ab += x * y;
+            e.aa += x * x;
+            e.bb += y * y;
+          });
+          s = Reduce(temp).Reduce(e, Dots3Sum());
+        }
       }
     }
     if (threadIdx.x == 0) {
@@ -102,7 +117,7 @@ __global__ void __launch_bounds__(kBlock)
       p[3] = scaled ? double(exps[0]) : 0.0;
       p[4] = scaled ? double(exps[1]) : 0.0;
     }
-    __syncthreads();  // temp, rescale and exps are reused by the next tile
+    __syncthreads();  // temp, rescale, zero_sides, exps and zero_row are reused by the next tile
   }
 }
 

@@ -12,7 +12,9 @@
 // sums with sa = sb = 0, kept when both squared norms lie in [kPlainDotsMin, kPlainDotsMax].
 // That range leaves room to add 2^400 such tiles without overflow, and keeps the absolute error
 // of underflowed products (at most 2^-1075 each) below 2^-150 relative to the norms.
-// Scaled path (float64 tiles outside that range, all-zero tiles, tiles with NaN/Inf): the
+// Zero sides (finish_zero_sides): a float64 tile outside that range because a or b is all zero
+// keeps the other side's plain sums. Scaled path (other float64 tiles outside the range, tiles
+// with NaN/Inf): the
 // tile's elements are multiplied by 2^-sa and 2^-sb (exact powers of two, sa = the binary
 // exponent of max|a| in the tile, so the scaled maximum lies in [0.5, 1)) and summed again.
 // A 16/32-bit input can neither overflow nor underflow a float64 square, so it never takes it.
@@ -42,6 +44,30 @@ struct ScaledDots {
 // Whether a float64 tile's plain sums can be kept (false for NaN: the scaled pass decides).
 ACCORD_HD bool plain_dots_ok(double aa, double bb) {
   return aa >= kPlainDotsMin && aa <= kPlainDotsMax && bb >= kPlainDotsMin && bb <= kPlainDotsMax;
+}
+
+ACCORD_HD bool plain_norm_ok(double x) { return x >= kPlainDotsMin && x <= kPlainDotsMax; }
+
+// The common reason for a tile to leave the plain range is an all-zero side (a zero gradient).
+// partial holds the plain (ab, aa, bb, 0, 0); ma / mb are the largest |a| / |b| (NaN skipped),
+// needed only for a side whose plain norm is out of range. When every such side is zero (its
+// plain norm is exactly 0, so it holds no NaN, and its maximum is 0) the tile is finished here
+// without the scaled pass: that side gets kZeroScale and zero sums, the other keeps its plain
+// sums. Returns false when the scaled pass is needed.
+ACCORD_HD bool finish_zero_sides(double* partial, double ma, double mb) {
+  const bool a_ok = plain_norm_ok(partial[1]), b_ok = plain_norm_ok(partial[2]);
+  const bool a_zero = !a_ok && partial[1] == 0.0 && ma == 0.0;
+  const bool b_zero = !b_ok && partial[2] == 0.0 && mb == 0.0;
+  if (!((a_ok || a_zero) && (b_ok || b_zero))) return false;
+  if (a_zero) {
+    partial[0] = partial[1] = 0.0;
+    partial[3] = double(kZeroScale);
+  }
+  if (b_zero) {
+    partial[0] = partial[2] = 0.0;
+    partial[4] = double(kZeroScale);
+  }
+  return true;
 }
 
 // x 2^e, exact unless the result is subnormal; e == 0 is the identity (the plain path's bits).
