@@ -4,8 +4,9 @@ Environment switches (all optional):
   ACCORD_WITH_CUDA=0|1     force the CUDA kernels off or on (default: on when nvcc is found)
   ACCORD_CUDA_ARCHS="80;90" CUDA architectures (default Ampere + Hopper)
   ACCORD_BUILD_TYPE=Release|Debug|RelWithDebInfo
-  ACCORD_SANITIZE=address,undefined  compile and link with these -fsanitize= checks
-                           (passed to CMake as -DACCORD_SANITIZE; unset or empty: none)
+  ACCORD_SANITIZE=address,undefined  compile and link the host code with these -fsanitize=
+                           checks (passed to CMake as -DACCORD_SANITIZE; unset or empty: none;
+                           tests/sanitize/run.sh runs the tests under such a build)
   CMAKE_BUILD_PARALLEL_LEVEL=N  parallel compile jobs
 No torch and no CUDA toolkit are needed at build time.
 

@@ -50,6 +50,8 @@ function(accord_add_cuda_sources target dir)
   target_compile_definitions(${target} PRIVATE ACCORD_WITH_CUDA=1
                              ACCORD_CUDA_ARCHS="${_archs_str}")
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr>)
+  # solve_spd.cu runs spd_solve.h exactly like the CPU backend: no FMA contraction there
+  set_source_files_properties(${dir}/solve_spd.cu PROPERTIES COMPILE_OPTIONS "--fmad=false")
   set_target_properties(${target} PROPERTIES CUDA_RUNTIME_LIBRARY Static
                         CUDA_SEPARABLE_COMPILATION OFF)
 endfunction()

@@ -6,6 +6,7 @@ follow the kernels' documented contracts (accord.ops docstrings, csrc/include/ac
 their code paths, and are meant to be reused by the collective / optimizer tests:
 
     segment_dots(a, b, offsets)            -> [L, 3] (a.b, a.a, b.b)
+    scaled_segment_dots(a, b, offsets)     -> [L, 5] the same, scaled by powers of two (finite)
     adasum_coeffs(dots, wa, wb)            -> [L, 2] pair-rule coefficients (with the zero guard)
     adasum_pair(a, b, wa=.5, wb=.5)        -> the rule on one segment (a, b 1-D)
     adasum_combine(a, b, offsets, ...)     -> the rule per segment
@@ -24,6 +25,8 @@ import numpy as np
 # A squared norm below this counts as zero (pair_math.h kZeroNormSq = DBL_MIN).
 ZERO_NORM_SQ = np.finfo(np.float64).tiny
 EPS64 = np.finfo(np.float64).eps
+MAX64 = float(np.finfo(np.float64).max)
+ZERO_SCALE = -4096  # scaled_dots.h kZeroScale: the exponent of an all-zero vector
 
 
 def f64(x) -> np.ndarray:
@@ -66,7 +69,9 @@ def segment_dots(a, b, offsets) -> np.ndarray:
 def dots_bound(a, b, offsets) -> np.ndarray:
     """|kernel - oracle| bound of segment_dots: both sum the same float64 products (exact for
     16/32-bit inputs) in different orders, so the difference is at most ~2 n eps64 sum|x y|
-    (classic recursive-summation bound, for both sides)."""
+    (classic recursive-summation bound, for both sides), plus 2 n 2^-1074 absolute: float64
+    products in the subnormal range are rounded to a multiple of 2^-1074 by numpy, while the
+    kernel sums such tiles scaled and rounds the segment's sum once."""
     a, b = f64(a).ravel(), f64(b).ravel()
     out = np.zeros((len(offsets) - 1, 3))
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
@@ -74,7 +79,71 @@ def dots_bound(a, b, offsets) -> np.ndarray:
             x, y = np.abs(a[s:e]), np.abs(b[s:e])
             out[l] = (np.dot(x, y), np.dot(x, x), np.dot(y, y))
             out[l] *= 2 * max(e - s, 1) * EPS64
+            out[l] += 2 * (e - s) * 2.0**-1074
     return out
+
+
+def _scale_exponent(x) -> int:
+    """Binary exponent e with max|x| 2^-e in [0.5, 1); ZERO_SCALE for a zero vector, 0 when
+    the vector holds NaN/Inf (no scaling: the dots come out NaN/Inf)."""
+    m = float(np.max(np.abs(x), initial=0.0))
+    if m == 0.0:
+        return ZERO_SCALE
+    if not np.isfinite(m):
+        return 0
+    return int(np.frexp(m)[1])
+
+
+def scaled_segment_dots(a, b, offsets) -> np.ndarray:
+    """[L, 5] (ab, aa, bb, sa, sb) with a.b = ab 2^(sa+sb), a.a = aa 2^(2sa), b.b = bb 2^(2sb):
+    each segment's a and b scaled by exact powers of two so that their largest |element| lies in
+    [0.5, 1). Finite for every finite input (the kernels' contract, scaled_dots.h)."""
+    a, b = f64(a).ravel(), f64(b).ravel()
+    out = np.zeros((len(offsets) - 1, 5))
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        for l, (s, e) in enumerate(segments(offsets)):
+            sa, sb = _scale_exponent(a[s:e]), _scale_exponent(b[s:e])
+            x, y = np.ldexp(a[s:e], -sa), np.ldexp(b[s:e], -sb)
+            out[l] = (np.dot(x, y), np.dot(x, x), np.dot(y, y), sa, sb)
+    return out
+
+
+def unscaled(scaled) -> np.ndarray:
+    """[L, 5] scaled dots -> [L, 3] float64 values (Inf where they overflow)."""
+    d = np.asarray(scaled, dtype=np.float64).reshape(-1, 5)
+    sa, sb = d[:, 3].astype(np.int64), d[:, 4].astype(np.int64)
+    with np.errstate(over="ignore"):
+        return np.stack([np.ldexp(d[:, 0], sa + sb), np.ldexp(d[:, 1], 2 * sa),
+                         np.ldexp(d[:, 2], 2 * sb)], axis=1)
+
+
+def _pair_coeff(ab, aa, sa, sb, w):
+    """(c, e): coefficient 1 - w (ab / aa) 2^(sb - sa) = c 2^e, e = 0 unless the coefficient
+    itself is beyond float64's range (a tiny vector next to a partner ~2^1024 larger)."""
+    if aa < ZERO_NORM_SQ:
+        return 1.0, 0
+    r = ab / aa
+    c = 1.0 - w * np.ldexp(r, sb - sa)
+    if not abs(c) <= MAX64 and abs(r) <= MAX64:
+        return np.ldexp(1.0, sa - sb) - w * r, sb - sa
+    return c, 0
+
+
+def adasum_coeffs_scaled(scaled, wa=0.5, wb=0.5) -> np.ndarray:
+    """[L, 4] (ca, ea, cb, eb) from [L, 5] scaled dots: the rule is ca (a 2^ea) + cb (b 2^eb)."""
+    d = np.asarray(scaled, dtype=np.float64).reshape(-1, 5)
+    out = np.zeros((d.shape[0], 4))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for l, (ab, aa, bb, sa, sb) in enumerate(d):
+            sa, sb = int(sa), int(sb)
+            out[l, 0:2] = _pair_coeff(ab, aa, sa, sb, wa)
+            out[l, 2:4] = _pair_coeff(ab, bb, sb, sa, wb)
+    return out
+
+
+def _given_as_scaled(dots) -> np.ndarray:
+    d = np.asarray(dots, dtype=np.float64).reshape(-1, 3)
+    return np.concatenate([d, np.zeros((d.shape[0], 2))], axis=1)
 
 
 def adasum_coeffs(dots, wa=0.5, wb=0.5) -> np.ndarray:
@@ -92,49 +161,78 @@ def adasum_coeffs(dots, wa=0.5, wb=0.5) -> np.ndarray:
 def adasum_pair(a, b, wa=0.5, wb=0.5, dots=None) -> np.ndarray:
     """The pair rule on one segment (1-D a, b); ``dots`` = (a.b, a.a, b.b) if precomputed."""
     a, b = f64(a).ravel(), f64(b).ravel()
-    if dots is None:
-        dots = segment_dots(a, b, [0, a.shape[0]])
-    ca, cb = adasum_coeffs(dots, wa, wb)[0]
-    with np.errstate(invalid="ignore", over="ignore"):
-        return ca * a + cb * b
+    return _combine(a, b, [0, a.shape[0]], dots, wa, wb)
+
+
+def _combine_coeffs(a, b, offsets, dots, wa, wb) -> np.ndarray:
+    """[L, 4] (ca, ea, cb, eb): from scaled dots computed here (dots=None, as the kernel does:
+    finite for finite inputs, only a zero vector meets the zero-norm guard) or from the given
+    plain float64 dots (no scaling, the guard is |x|^2 < DBL_MIN)."""
+    scaled = scaled_segment_dots(a, b, offsets) if dots is None else _given_as_scaled(dots)
+    return adasum_coeffs_scaled(scaled, wa, wb)
 
 
 def adasum_combine(a, b, offsets, dots=None, weights=(1, 1)) -> np.ndarray:
     """The pair rule per segment; weights (n1, n2) -> wa = n1/(n1+n2), wb = n2/(n1+n2)."""
     a, b = f64(a).ravel(), f64(b).ravel()
     wa, wb = weights[0] / (weights[0] + weights[1]), weights[1] / (weights[0] + weights[1])
-    if dots is None:
-        dots = segment_dots(a, b, offsets)
-    c = _expand(adasum_coeffs(dots, wa, wb), offsets, a.shape[0]).reshape(-1, 2)
+    return _combine(a, b, offsets, dots, wa, wb)
+
+
+def _combine(a, b, offsets, dots, wa, wb) -> np.ndarray:
+    c = _expand(_combine_coeffs(a, b, offsets, dots, wa, wb), offsets, a.shape[0]).reshape(-1, 4)
     with np.errstate(invalid="ignore", over="ignore"):
-        return c[:, 0] * a + c[:, 1] * b
+        return (c[:, 0] * np.ldexp(a, c[:, 1].astype(np.int64))
+                + c[:, 2] * np.ldexp(b, c[:, 3].astype(np.int64)))
 
 
 def adasum_combine_bound(a, b, offsets, unit, dots=None, weights=(1, 1), dots_error=True):
     """Element-wise bound on |kernel - oracle| for adasum_combine.
 
-    ``unit`` is the sum of the rounding units the kernel's own arithmetic can incur per
-    element (see the tests' tolerance table). With ``dots_error`` the kernel's dots are assumed
-    to differ from the oracle's by up to :func:`dots_bound`; this moves the coefficients by
-    d(ca) <= wa (|d ab| / aa + |ab| |d aa| / aa^2) (first order), which is added.
+    Per element x = a_i, y = b_i, with q_a = a.b / |a|^2, q_b = a.b / |b|^2 (first order):
+
+    - ``unit`` (|ca x| + |cb y|): the kernel's own combine arithmetic and store (``unit`` is
+      the sum of its rounding units, see the tolerance table below);
+    - 2 eps64 ((wa |q_a| + |ca|) |x| + (wb |q_b| + |cb|) |y|): each side computes a coefficient
+      1 - w q from the dots with three float64 roundings (q, w q, the difference), each up to
+      half an eps64 of its own magnitude. Where 1 - w q cancels, those roundings are large next
+      to |c| itself, and nothing makes two implementations round them alike (a contracted
+      FMA rounds once): the bound must not rely on the kernel reproducing the oracle's bits;
+    - with ``dots_error``: the kernel's dots differ from the oracle's by up to
+      :func:`dots_bound` (plus 2^-150 of the norms for tiles summed with and without scaling),
+      which moves the coefficients by d(ca) <= wa (|d ab| / aa + |ab| |d aa| / aa^2).
+
+    Computed on the segments scaled by powers of two (scaled_segment_dots; dots=None) or on the
+    given plain dots, so it is finite wherever the result is.
     """
     a, b = f64(a).ravel(), f64(b).ravel()
     wa, wb = weights[0] / (weights[0] + weights[1]), weights[1] / (weights[0] + weights[1])
-    if dots is None:
-        dots = segment_dots(a, b, offsets)
-    dots = np.asarray(dots, dtype=np.float64).reshape(-1, 3)
-    c = adasum_coeffs(dots, wa, wb)
+    scaled = scaled_segment_dots(a, b, offsets) if dots is None else _given_as_scaled(dots)
+    c = adasum_coeffs_scaled(scaled, wa, wb)
+    ab, aa, bb = scaled[:, 0], scaled[:, 1], scaled[:, 2]
     n = a.shape[0]
-    ce = _expand(c, offsets, n).reshape(-1, 2)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        bound = unit * (np.abs(ce[:, 0] * a) + np.abs(ce[:, 1] * b))
+    sa = _expand(scaled[:, 3], offsets, n).astype(np.int64)
+    sb = _expand(scaled[:, 4], offsets, n).astype(np.int64)
+    ce = _expand(c, offsets, n).reshape(-1, 4)
+    ea, eb = ce[:, 1].astype(np.int64), ce[:, 3].astype(np.int64)
+    ax, by = np.abs(a), np.abs(b)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
+        # |coefficient * element| and w |q| * element, without forming huge coefficients
+        term_a, term_b = np.abs(ce[:, 0]) * np.ldexp(ax, ea), np.abs(ce[:, 2]) * np.ldexp(by, eb)
+        xa, yb = np.ldexp(ax, sb - sa), np.ldexp(by, sa - sb)  # |x| 2^(sb-sa), |y| 2^(sa-sb)
+        qa = np.where(aa < ZERO_NORM_SQ, 0.0, wa * np.abs(ab / aa))
+        qb = np.where(bb < ZERO_NORM_SQ, 0.0, wb * np.abs(ab / bb))
+        bound = unit * (term_a + term_b)
+        bound = bound + 2 * EPS64 * (_expand(qa, offsets, n) * xa + term_a
+                                     + _expand(qb, offsets, n) * yb + term_b)
         if dots_error:
-            err = dots_bound(a, b, offsets)
-            ab, aa, bb = np.abs(dots[:, 0]), dots[:, 1], dots[:, 2]
-            dca = np.where(aa < ZERO_NORM_SQ, 0.0, wa * (err[:, 0] / aa + ab * err[:, 1] / aa**2))
-            dcb = np.where(bb < ZERO_NORM_SQ, 0.0, wb * (err[:, 0] / bb + ab * err[:, 2] / bb**2))
-            dc = _expand(np.stack([dca, dcb], 1), offsets, n).reshape(-1, 2)
-            bound = bound + 2 * (dc[:, 0] * np.abs(a) + dc[:, 1] * np.abs(b))
+            err = dots_bound(np.ldexp(a, -sa), np.ldexp(b, -sb), offsets)
+            err += 2.0**-150 * np.stack([np.sqrt(aa * bb), aa, bb], axis=1)
+            dca = np.where(aa < ZERO_NORM_SQ, 0.0,
+                           wa * (err[:, 0] / aa + np.abs(ab) * err[:, 1] / aa**2))
+            dcb = np.where(bb < ZERO_NORM_SQ, 0.0,
+                           wb * (err[:, 0] / bb + np.abs(ab) * err[:, 2] / bb**2))
+            bound = bound + 2 * (_expand(dca, offsets, n) * xa + _expand(dcb, offsets, n) * yb)
     return bound
 
 

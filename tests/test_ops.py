@@ -163,6 +163,33 @@ def test_adasum_combine_uses_given_dots(case, rng):
     assert not np.allclose(f64(out), f64(plain))
 
 
+def test_adasum_bound_allows_contracted_coefficients():
+    """The oracle's bound holds for any correctly rounded way of computing the coefficients
+    1 - w (a.b / |a|^2) from the dots, not only for numpy's three separate roundings. Here: a
+    fused multiply-add (one rounding, as a contracting compiler emits), emulated exactly with
+    fractions, on the inputs of test_adasum_combine[torch-float64-cuda-many-w1-6]. Where 1 - w q
+    cancels, the oracle's own rounding of the coefficient exceeds the combine's error budget."""
+    import zlib
+    from fractions import Fraction
+
+    rng = np.random.default_rng(zlib.crc32(
+        b"tests/test_ops.py::test_adasum_combine[torch-float64-cuda-many-w1-6]"))
+    off = offsets_of(LAYOUTS["many"])
+    case = Case("numpy", "float64")
+    a, b = pair_inputs(case, int(off[-1]), rng)
+    dots = oracle.segment_dots(a, b, off)
+    wa, wb = 1 / 7, 6 / 7
+    fused = np.empty_like(a)
+    for l, (s, e) in enumerate(oracle.segments(off)):
+        ab, aa, bb = dots[l]
+        ca = float(1 - Fraction(wa) * Fraction(ab / aa)) if aa >= oracle.ZERO_NORM_SQ else 1.0
+        cb = float(1 - Fraction(wb) * Fraction(ab / bb)) if bb >= oracle.ZERO_NORM_SQ else 1.0
+        fused[s:e] = ca * a[s:e] + cb * b[s:e]
+    assert_matches(fused, oracle.adasum_combine(a, b, off, dots=dots, weights=(1, 6)),
+                   oracle.adasum_combine_bound(a, b, off, case.unit(2), dots=dots,
+                                               weights=(1, 6), dots_error=False), "float64")
+
+
 @pytest.mark.parametrize("target", ["a", "b"])
 def test_adasum_combine_in_place(case, target, rng):
     off = offsets_of(LAYOUTS["mixed"])
@@ -201,6 +228,75 @@ def test_adasum_tiny_a_next_to_ordinary_b(case):
     assert np.all(np.isfinite(f64(out)))
     assert_matches(out, oracle.adasum_combine(a, b, off),
                    oracle.adasum_combine_bound(a, b, off, case.unit(2)), case.dtype)
+
+
+FLOAT64_CASES = case_params([c for c in oracle.all_cases() if c.dtype == "float64"])
+BIG, SMALL = 2.0**512, 2.0**-540  # ~1.3e154 and ~2.8e-163: squares overflow / underflow
+
+
+def _extreme_float64_pair(rng):
+    """Segments whose float64 dots overflow or underflow: both large, both tiny, tiny next to
+    large (ratio ~2^1050: the coefficient itself is beyond float64), a segment mixing both
+    magnitudes, a subnormal one, an ordinary one, and large or tiny ones with all-zero tiles."""
+    def pair(n, sa, sb):
+        a = rng.standard_normal(n)
+        b = (0.6 * a + 0.8 * rng.standard_normal(n)) * rng.choice([-1.0, 1.0])
+        return a * sa, b * sb
+    mix = np.where(rng.random(300) < 0.5, BIG, SMALL)
+    zero_tiles = [pair(2 * TILE + 7, BIG, 1.0), pair(2 * TILE + 7, SMALL, 1.0)]
+    for za, zb in zero_tiles:  # all-zero tiles of a (a zero side) next to scaled ones
+        za[:TILE + 3] = 0
+        zb[-TILE:] = 0
+    parts = [*zero_tiles, pair(100, BIG, BIG), pair(100, SMALL, SMALL), pair(60, SMALL, BIG),
+             pair(60, BIG, SMALL), pair(300, mix, mix[::-1]), pair(40, 2.0**-1060, 2.0**-1060),
+             pair(5000, BIG, 1.0), pair(50, 1.0, 1.0), pair(2 * TILE + 5, 1.0, BIG * 64)]
+    a = np.concatenate([p[0] for p in parts])
+    b = np.concatenate([p[1] for p in parts])
+    return a, b, offsets_of([len(p[0]) for p in parts])
+
+
+@pytest.mark.parametrize("case", FLOAT64_CASES)
+def test_adasum_float64_extreme_magnitudes(case, rng):
+    """Finite float64 inputs give finite results: dots are scaled by powers of two wherever
+    their squares over- or underflow, and the pair rule still holds (scaled oracle)."""
+    fa, fb, off = _extreme_float64_pair(rng)
+    a, b = case.array(fa), case.array(fb)
+    out = ops.adasum_combine(a, b, case.offsets(off), weights=(1, 2))
+    assert np.all(np.isfinite(f64(out)))
+    assert_matches(out, oracle.adasum_combine(a, b, off, weights=(1, 2)),
+                   oracle.adasum_combine_bound(a, b, off, case.unit(2), weights=(1, 2)),
+                   case.dtype)
+    # segment_dots returns the float64 values: Inf where a.a or b.b overflows, else the dots
+    dots = f64(ops.segment_dots(a, b, case.offsets(off)))
+    want = oracle.unscaled(oracle.scaled_segment_dots(a, b, off))
+    assert np.array_equal(np.isinf(dots), np.isinf(want))
+    fin = np.isfinite(want)
+    assert np.all(np.abs(dots[fin] - want[fin]) <= oracle.dots_bound(a, b, off)[fin] + 1e-300)
+
+
+@pytest.mark.parametrize("case", FLOAT64_CASES)
+@pytest.mark.parametrize("k", [-560, 511])
+def test_adasum_float64_pair_rule_is_scale_free(case, k, rng):
+    """The pair rule is homogeneous: 2^k a, 2^k b give 2^k times the result, also where 2^k
+    makes every square overflow (k = 511) or underflow (k = -560); parallel inputs give the
+    mean, identical inputs give a, orthogonal inputs the sum."""
+    off = offsets_of([1, 7, 300, TILE + 9])
+    n = int(off[-1])
+    fa, fb = (f64(x) for x in pair_inputs(Case("numpy", "float64"), n, rng))
+    s = 2.0**k
+    out = f64(ops.adasum_combine(case.array(fa), case.array(fb), case.offsets(off)))
+    out_s = ops.adasum_combine(case.array(fa * s), case.array(fb * s), case.offsets(off))
+    assert_matches(out_s, out * s, 2 * s * oracle.adasum_combine_bound(
+        fa, fb, off, case.unit(2)), case.dtype)
+    a = case.array(fa * s)
+    assert same_bits(case, ops.adasum_combine(a, a, case.offsets(off)), a)
+    par = ops.adasum_combine(a, case.array(-0.5 * fa * s), case.offsets(off))
+    assert_matches(par, 0.25 * fa * s, 4 * oracle.EPS64 * np.abs(fa * s), case.dtype)
+    ortho_a, ortho_b = fa * s, fb * s
+    ortho_a[1::2] = 0
+    ortho_b[0::2] = 0
+    got = ops.adasum_combine(case.array(ortho_a), case.array(ortho_b), case.offsets(off))
+    assert np.array_equal(f64(got), ortho_a + ortho_b)
 
 
 # ------------------------------------------------------------------------------------------
@@ -522,6 +618,15 @@ _THREADS_SCRIPT = textwrap.dedent("""
             *ops.gram(v, voff, rhs=a[: n // 4]),
             ops.weighted_sum(v, rng.standard_normal((100, 3)), voff),
         )]
+    # float64 blocks whose squares overflow or underflow next to ordinary ones: scaled tiles
+    # and plain tiles share segments
+    blocks = np.exp2(rng.choice([-560.0, 0.0, 512.0], n // 3000 + 1))
+    blocks[rng.random(blocks.size) < 0.2] = 0.0  # zero blocks: tiles with an all-zero side
+    scale = np.repeat(blocks, 3000)[:n]
+    a = rng.standard_normal(n) * scale
+    b = (0.5 * a + rng.standard_normal(n) * scale[::-1])
+    res["float64-extreme"] = [x.tobytes().hex() for x in (
+        ops.segment_dots(a, b, off), ops.adasum_combine(a, b, off, weights=(3, 2)))]
     with open(path, "w") as f:
         json.dump(res, f)
 """)
@@ -549,7 +654,7 @@ def test_bitwise_across_thread_counts(tmp_path):
     runs = [_run_with_threads(tmp_path, t) for t in (1, 3, None)]
     assert runs[0]["threads"] == 1 and runs[1]["threads"] == 3
     for r in runs[1:]:
-        for dt in ("float32", "float16", "float64"):
+        for dt in ("float32", "float16", "float64", "float64-extreme"):
             assert r[dt] == runs[0][dt], f"{dt}: results depend on the thread count"
 
 

@@ -53,19 +53,22 @@ ACCORD_TARGET_AVX2 void tile_combine_avx2(const T* a, const T* b, T* out, int64_
 }
 #endif
 
-// The rare wide-coefficient segments (pair_math.h: needs_float64_combine), scalar float64.
+// The rare wide-coefficient or scaled segments (pair_math.h: needs_float64_combine), scalar
+// float64: c.a (x 2^ea) + c.b (y 2^eb).
 template <typename T>
-void tile_combine_float64(const T* a, const T* b, T* out, int64_t len, double ca, double cb) {
+void tile_combine_float64(const T* a, const T* b, T* out, int64_t len, const PairCoeffs& c) {
   using M = typename Elem<T>::opmath;
   for (int64_t i = 0; i < len; ++i)
-    out[i] = Elem<T>::store(M(ca * double(Elem<T>::load(a[i])) + cb * double(Elem<T>::load(b[i]))));
+    out[i] = Elem<T>::store(
+        M(combine_float64(c, double(Elem<T>::load(a[i])), double(Elem<T>::load(b[i])))));
 }
 
 template <typename T>
-void combine_tile(const T* a, const T* b, T* o, int64_t n, double ca, double cb, bool avx2) {
-  if constexpr (!std::is_same_v<T, double>) {
-    if (needs_float64_combine(PairCoeffs{ca, cb})) return tile_combine_float64(a, b, o, n, ca, cb);
-  }
+void combine_tile(const T* a, const T* b, T* o, int64_t n, const PairCoeffs& c, bool avx2) {
+  // float64 opmath needs the scalar path only for exponents; float opmath also for wide values
+  if (std::is_same_v<T, double> ? (c.ea != 0 || c.eb != 0) : needs_float64_combine(c))
+    return tile_combine_float64(a, b, o, n, c);
+  const double ca = c.a, cb = c.b;
 #if ACCORD_X86_DISPATCH
   if constexpr (!std::is_same_v<T, double>) {
     if (avx2) return tile_combine_avx2(a, b, o, n, ca, cb);
@@ -79,15 +82,15 @@ void combine_tile(const T* a, const T* b, T* o, int64_t n, double ca, double cb,
 
 void adasum_combine(DType dtype, const void* a, const void* b, void* out, const Layout& layout,
                     const double* dots, double wa, double wb) {
-  std::vector<double> own_dots;
+  // Own dots are scaled (finite for finite inputs); given dots are plain float64 values.
+  std::vector<ScaledDots> scaled(size_t(layout.num_segments));
   if (dots == nullptr) {
-    own_dots.resize(size_t(layout.num_segments) * 3);
-    segment_dots(dtype, a, b, layout, own_dots.data());
-    dots = own_dots.data();
+    segment_dots_scaled(dtype, a, b, layout, scaled.data());
+  } else {
+    for (int64_t l = 0; l < layout.num_segments; ++l) scaled[l] = given_dots(dots + 3 * l);
   }
   std::vector<PairCoeffs> coeffs(size_t(layout.num_segments));
-  for (int64_t l = 0; l < layout.num_segments; ++l)
-    coeffs[l] = adasum_coeffs(dots[3 * l], dots[3 * l + 1], dots[3 * l + 2], wa, wb);
+  for (int64_t l = 0; l < layout.num_segments; ++l) coeffs[l] = adasum_coeffs(scaled[l], wa, wb);
 
   const bool avx2 = vec::isa() == vec::Isa::kAvx2;
   dispatch_dtype(dtype, [&](auto tag) {
@@ -96,8 +99,8 @@ void adasum_combine(DType dtype, const void* a, const void* b, void* out, const 
     const T* pb = static_cast<const T*>(b);
     T* po = static_cast<T*>(out);
     for_each_tile(layout, layout_elements(layout), [&](TileRange r, int64_t) {
-      const PairCoeffs& c = coeffs[r.segment];
-      combine_tile(pa + r.begin, pb + r.begin, po + r.begin, r.end - r.begin, c.a, c.b, avx2);
+      combine_tile(pa + r.begin, pb + r.begin, po + r.begin, r.end - r.begin, coeffs[r.segment],
+                   avx2);
     });
   });
 }

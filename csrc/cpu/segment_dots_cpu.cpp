@@ -7,15 +7,20 @@
 // the products of float32 or 16-bit values are exact in float64, so FMA changes nothing: every
 // version gives the same bits (float64 inputs always take the portable, FMA-free version).
 //
+// float64 tiles whose squared norms leave [kPlainDotsMin, kPlainDotsMax] are summed again with
+// scaling (scaled_dots.h), so finite inputs give finite dots; ordinary data never takes that path.
+//
 // Why it looks like this (64 MiB float32 pair, 2 cores): the former `omp simd reduction` loop
 // kept one accumulator per product and waited on add latency (~10 GB/s per pass); 16 lanes
 // remove that, and a software prefetch kPrefetchBytes ahead keeps enough cache misses in
 // flight to stream at the speed of a BLAS sdot over the same two arrays.
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "accord/kernels.h"
+#include "accord/scaled_dots.h"
 #include "parallel.h"
 #include "vec.h"
 
@@ -131,8 +136,41 @@ ACCORD_TARGET_AVX2_FMA void tile_dots_avx2(const T* a, const T* b, int64_t len,
 }
 #endif
 
+double max_abs(const double* x, int64_t len) {  // NaNs skipped (`v > m` is false)
+  double m = 0.0;
+  for (int64_t i = 0; i < len; ++i) m = std::fabs(x[i]) > m ? std::fabs(x[i]) : m;
+  return m;
+}
+
+// The second pass of one float64 tile outside the plain range (rare): a tile with an all-zero
+// side is finished from that side's maximum alone (scaled_dots.h finish_zero_sides); otherwise
+// the maxima give the exponents and one pass over the scaled elements gives the sums (NaNs
+// reach them). `partial` holds the plain sums on entry.
+void tile_dots_scaled(const double* a, const double* b, int64_t len, double* partial) {
+  const bool a_ok = plain_norm_ok(partial[1]), b_ok = plain_norm_ok(partial[2]);
+  double ma = a_ok ? 0.0 : max_abs(a, len);
+  double mb = b_ok ? 0.0 : max_abs(b, len);
+  if (finish_zero_sides(partial, ma, mb)) return;
+  if (a_ok) ma = max_abs(a, len);
+  if (b_ok) mb = max_abs(b, len);
+  const int sa = scale_exponent(ma), sb = scale_exponent(mb);
+  const ScaleFactors fa = scale_factors(sa), fb = scale_factors(sb);
+  double ab = 0.0, aa = 0.0, bb = 0.0;
+  for (int64_t i = 0; i < len; ++i) {
+    const double x = apply_scale(a[i], fa), y = apply_scale(b[i], fb);
+    ab += x * y;
+    aa += x * x;
+    bb += y * y;
+  }
+  partial[0] = ab;
+  partial[1] = aa;
+  partial[2] = bb;
+  partial[3] = double(sa);
+  partial[4] = double(sb);
+}
+
 template <typename T>
-void dots_tile(const T* a, const T* b, int64_t n, double* p, bool avx2) {
+void dots_tile_plain(const T* a, const T* b, int64_t n, double* p, bool avx2) {
 #if ACCORD_X86_DISPATCH
   // float64 stays portable: it streams at memory speed with SSE2, and FMA would change its bits
   if constexpr (!std::is_same_v<T, double>) {
@@ -143,20 +181,46 @@ void dots_tile(const T* a, const T* b, int64_t n, double* p, bool avx2) {
   tile_dots(a, b, n, p);
 }
 
+// One row of kDotsPartialWidth: the plain sums (exponents 0), or for a float64 tile outside the
+// plain range the scaled ones. 16/32-bit squares are exact and far inside float64's range.
+template <typename T>
+void dots_tile(const T* a, const T* b, int64_t n, double* p, bool avx2) {
+  dots_tile_plain(a, b, n, p, avx2);
+  p[3] = p[4] = 0.0;
+  if constexpr (std::is_same_v<T, double>) {
+    if (!plain_dots_ok(p[1], p[2])) tile_dots_scaled(a, b, n, p);
+  }
+}
+
 }  // namespace
 
-void segment_dots(DType dtype, const void* a, const void* b, const Layout& layout, double* dots) {
-  std::vector<double> partials(size_t(layout.num_tiles) * 3);
+void segment_dots_scaled(DType dtype, const void* a, const void* b, const Layout& layout,
+                         ScaledDots* dots) {
+  constexpr int64_t W = kDotsPartialWidth;
+  std::vector<double> partials(size_t(layout.num_tiles) * W);
   const bool avx2 = vec::isa() == vec::Isa::kAvx2;
   dispatch_dtype(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* pa = static_cast<const T*>(a);
     const T* pb = static_cast<const T*>(b);
     for_each_tile(layout, layout_elements(layout), [&](TileRange r, int64_t t) {
-      dots_tile(pa + r.begin, pb + r.begin, r.end - r.begin, &partials[size_t(t) * 3], avx2);
+      dots_tile(pa + r.begin, pb + r.begin, r.end - r.begin, &partials[size_t(t) * W], avx2);
     });
   });
-  sum_partials_by_segment(layout, partials, 3, dots);
+  // per segment: the largest exponents, then the shifted partials in tile order
+  for (int64_t l = 0; l < layout.num_segments; ++l) {
+    ScaledDots d = empty_scaled_dots();
+    const int64_t t0 = layout.tile_start[l], t1 = layout.tile_start[l + 1];
+    for (int64_t t = t0; t < t1; ++t) max_exponents(d, &partials[size_t(t) * W]);
+    for (int64_t t = t0; t < t1; ++t) add_partial(d, &partials[size_t(t) * W]);
+    dots[l] = d;
+  }
+}
+
+void segment_dots(DType dtype, const void* a, const void* b, const Layout& layout, double* dots) {
+  std::vector<ScaledDots> scaled(size_t(layout.num_segments));
+  segment_dots_scaled(dtype, a, b, layout, scaled.data());
+  for (int64_t l = 0; l < layout.num_segments; ++l) unscaled_dots(scaled[l], dots + 3 * l);
 }
 
 }  // namespace accord::cpu

@@ -6,7 +6,9 @@
 //
 // Shapes (L = layout.num_segments, n = offsets[L], k = number of vectors):
 //   segment_dots    a[n], b[n]                    -> dots[L][3] = (a.b, a.a, b.b), float64
-//   adasum_combine  a[n], b[n], dots or null      -> out[n] (may alias a or b)
+//                                                    (Inf where a float64 square norm overflows)
+//   adasum_combine  a[n], b[n], dots or null      -> out[n] (may alias a or b); with null dots it
+//                                                    uses scaled dots: finite for finite inputs
 //   gram            v[k][n], rhs[n] or null       -> gram[L][k][k], rhs_dots[L][k] = v_i.rhs
 //   solve_spd       gram[L][k][k], rhs[L][k]      -> x[L][k] (pseudo-inverse of gram + ridge I)
 //   weighted_sum    v[k][n], w[L][k] (float64)    -> out[n] = sum_i w[l][i] v_i
@@ -15,6 +17,7 @@
 
 #include "accord/dtype.h"
 #include "accord/layout.h"
+#include "accord/scaled_dots.h"
 #include "accord/spd_solve.h"
 
 namespace accord {
@@ -24,6 +27,9 @@ constexpr int64_t kTileSize = 4096;       // elements per reduction tile (dots, 
 constexpr int64_t kGramTileSize = 32768;  // gram keeps k(k+1)/2 partials per tile: larger tiles
 
 void segment_dots(DType dtype, const void* a, const void* b, const Layout& layout, double* dots);
+// The same dots in scaled form (scaled_dots.h): what adasum_combine uses when not given dots.
+void segment_dots_scaled(DType dtype, const void* a, const void* b, const Layout& layout,
+                         ScaledDots* dots);
 void adasum_combine(DType dtype, const void* a, const void* b, void* out, const Layout& layout,
                     const double* dots, double wa, double wb);
 void gram(DType dtype, const void* vectors, int64_t k, const void* rhs, const Layout& layout,

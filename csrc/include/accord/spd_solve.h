@@ -18,22 +18,42 @@ namespace accord {
 constexpr int kMaxSolveDim = 128;
 constexpr int kMaxJacobiSweeps = 60;
 
+// How the element loops of one solve run. The algorithm below is written once against this
+// interface: the CPU runs it on one thread (SerialLoops), the CUDA backend with one warp per
+// system (csrc/cuda/solve_spd.cu), lanes taking the i of each independent element loop in turn.
+// The scalar parts (sweep test, rotation angle, projections) run in every lane alike, so each
+// value is computed by the same operations in the same order on both backends.
+//   for_each(k, f): f(i) for every i in [0, k), iterations independent of each other; every
+//                   lane's earlier reads and writes are complete before it starts and its
+//                   writes are visible to every lane when it returns.
+//   all(b):         b combined with && over the lanes.
+struct SerialLoops {
+  template <typename F>
+  ACCORD_HD void for_each(int64_t k, F&& f) const {
+    for (int64_t i = 0; i < k; ++i) f(i);
+  }
+  ACCORD_HD bool all(bool b) const { return b; }
+};
+
 // a: k*k row-major, overwritten (its diagonal ends as the eigenvalues); v: k*k scratch.
+template <typename Loops>
 ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64_t k, double ridge,
-                                    double* x) {
+                                    double* x, const Loops& loops) {
   // Non-finite input: the sweeps would stop at once (NaN off-diagonal norm) or every eigenvalue
   // would be dropped (tol = inf), returning a finite x. fabs(NaN) <= DBL_MAX is false.
   bool finite = true;
-  for (int64_t i = 0; i < k * k; ++i) finite = finite && fabs(a[i]) <= DBL_MAX;
-  for (int64_t i = 0; i < k; ++i) finite = finite && fabs(r[i]) <= DBL_MAX;
-  if (!finite) {
-    for (int64_t i = 0; i < k; ++i) x[i] = nan("");
+  loops.for_each(k, [&](int64_t i) {
+    for (int64_t j = 0; j < k; ++j) finite = finite && fabs(a[i * k + j]) <= DBL_MAX;
+    finite = finite && fabs(r[i]) <= DBL_MAX;
+  });
+  if (!loops.all(finite)) {
+    loops.for_each(k, [&](int64_t i) { x[i] = nan(""); });
     return;
   }
-  for (int64_t i = 0; i < k; ++i) {
+  loops.for_each(k, [&](int64_t i) {
     a[i * k + i] += ridge;
     for (int64_t j = 0; j < k; ++j) v[i * k + j] = i == j ? 1.0 : 0.0;
-  }
+  });
   for (int sweep = 0; sweep < kMaxJacobiSweeps; ++sweep) {
     double off = 0.0, diag = 0.0;
     for (int64_t i = 0; i < k; ++i) {
@@ -48,36 +68,39 @@ ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64
         const double theta = (a[q * k + q] - a[p * k + p]) / (2.0 * apq);
         const double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
         const double c = 1.0 / sqrt(t * t + 1.0), s = t * c;
-        for (int64_t i = 0; i < k; ++i) {  // columns p, q
+        loops.for_each(k, [&](int64_t i) {  // columns p, q of a; columns p, q of v
           const double aip = a[i * k + p], aiq = a[i * k + q];
           a[i * k + p] = c * aip - s * aiq;
           a[i * k + q] = s * aip + c * aiq;
-        }
-        for (int64_t i = 0; i < k; ++i) {  // rows p, q
-          const double api = a[p * k + i], aqi = a[q * k + i];
-          a[p * k + i] = c * api - s * aqi;
-          a[q * k + i] = s * api + c * aqi;
-        }
-        for (int64_t i = 0; i < k; ++i) {
           const double vip = v[i * k + p], viq = v[i * k + q];
           v[i * k + p] = c * vip - s * viq;
           v[i * k + q] = s * vip + c * viq;
-        }
+        });
+        loops.for_each(k, [&](int64_t i) {  // rows p, q of a (after all of the columns)
+          const double api = a[p * k + i], aqi = a[q * k + i];
+          a[p * k + i] = c * api - s * aqi;
+          a[q * k + i] = s * api + c * aqi;
+        });
       }
     }
   }
   double lam_max = 0.0;
   for (int64_t i = 0; i < k; ++i) lam_max = fmax(lam_max, fabs(a[i * k + i]));
   const double tol = double(k) * DBL_EPSILON * lam_max;
-  for (int64_t i = 0; i < k; ++i) x[i] = 0.0;
+  loops.for_each(k, [&](int64_t i) { x[i] = 0.0; });
   for (int64_t e = 0; e < k; ++e) {
     const double lam = a[e * k + e];
     if (!(fabs(lam) > tol) && !(lam != lam)) continue;  // null space (NaN falls through)
     double proj = 0.0;
     for (int64_t i = 0; i < k; ++i) proj += v[i * k + e] * r[i];
     const double scale = proj / lam;
-    for (int64_t i = 0; i < k; ++i) x[i] += scale * v[i * k + e];
+    loops.for_each(k, [&](int64_t i) { x[i] += scale * v[i * k + e]; });
   }
+}
+
+ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64_t k, double ridge,
+                                    double* x) {
+  solve_symmetric_pinv(a, v, r, k, ridge, x, SerialLoops{});
 }
 
 }  // namespace accord
