@@ -11,7 +11,7 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 MPIRUN := $(BIN)/mpirun --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x PYTHONUNBUFFERED=1
 SOURCES := $(shell find csrc cmake python -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' -o -name '*.h' -o -name '*.py' -o -name '*.cmake' \)) CMakeLists.txt setup.py pyproject.toml
 
-.PHONY: demo test gpu-test bench install clean
+.PHONY: demo test sanitize-test studies gpu-test bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ demo: install
 test: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -rfE tests
+	$(MAKE) sanitize-test
+
+# The kernel tests and a 2-rank Adasum job against an AddressSanitizer + UBSan build of the
+# kernels (built in build/sanitize; the installed module is not touched).
+sanitize-test: $(VENV)/.deps
+	PYTHON=$(BIN)/python PATH=$(BIN):$$PATH bash tests/sanitize/run.sh
+
+# The four convergence studies (docs/results.md): JSON and PNG under results/studies/.
+studies: install
+	PYTHON=$(BIN)/python PATH=$(BIN):$$PATH sh benchmarks/studies/run_all.sh
 
 # On a machine with an NVIDIA GPU: CUDA build, every GPU test, the kernel benchmark on the GPU.
 gpu-test: $(VENV)/.deps
