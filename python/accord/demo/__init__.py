@@ -14,9 +14,9 @@ communicated per rank and time per step, as a table, a JSON file and a two-panel
 
 ``digits_shards(rank, size, seed, skew)`` (the data) is also used by benchmarks and tests.
 """
-from .data import digits_shards
+from .data import digits_shards, teacher_shards
 
-__all__ = ["digits_shards", "main"]
+__all__ = ["digits_shards", "main", "teacher_shards"]
 
 
 def main(argv=None):
