@@ -29,19 +29,20 @@ def digits_shards(rank: int, size: int, seed: int = 0, skew: bool = False):
 
 
 def _teacher(n: int, task_seed: int):
-    """n samples of a 10-class task no linear model solves: x ~ N(0, I_64); the label is the
-    argmax of a fixed random 64-32-10 tanh network plus Gumbel noise (so about 10% of the labels
-    disagree with the teacher's argmax: the task has a Bayes error, as real data has)."""
+    """n samples of a 10-class task that is hard for a small model: x ~ N(0, I_64); the label is
+    the argmax of a fixed random 64-32-10 tanh network plus Gumbel noise of scale 0.1 (about 5%
+    of the labels disagree with the teacher's argmax). Logistic regression reaches ~67% test
+    accuracy on 8000 samples, the demo's 64-64-10 ReLU MLP ~60% before it starts to overfit."""
     rng = np.random.default_rng(task_seed)
     w1 = rng.standard_normal((64, 32)) * (2.0 / np.sqrt(64))
     w2 = rng.standard_normal((32, 10)) * (3.0 / np.sqrt(32))
     x = rng.standard_normal((n, 64))
     logits = np.tanh(x @ w1) @ w2
-    y = np.argmax(logits + 0.5 * rng.gumbel(size=logits.shape), axis=1)
+    y = np.argmax(logits + 0.1 * rng.gumbel(size=logits.shape), axis=1)
     return x.astype(np.float32), y
 
 
-def teacher_shards(rank: int, size: int, seed: int = 0, skew: bool = False, n: int = 6000,
+def teacher_shards(rank: int, size: int, seed: int = 0, skew: bool = False, n: int = 8000,
                    task_seed: int = 1234):
     """Like :func:`digits_shards` for the teacher task (64 features, 10 classes, ``n``
     samples; the same task for every ``seed``, which only changes the test/train split)."""
