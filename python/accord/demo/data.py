@@ -19,8 +19,6 @@ def digits_shards(rank: int, size: int, seed: int = 0, skew: bool = False):
     tensor pairs: a fifth of a seeded permutation is the test set; shards take every size-th
     training sample, or with ``skew`` contiguous blocks of the label-sorted training set (each
     rank sees few classes). Used by benchmarks/averaging.py and the averaging/leader tests."""
-    import torch
-
     if not 0 <= rank < size:
         raise ValueError(f"digits_shards: rank {rank} is not in [0, size={size}); pass this "
                          "process's rank and the number of ranks")
