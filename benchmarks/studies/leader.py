@@ -22,6 +22,9 @@ label-skewed shards; every method communicates once every --period steps:
   lsgd       accord.LeaderSGD(period, global_period=4 period, group_size=N): one leader
   lsgd-g2    the same with group_size=2 (a local leader per pair of ranks, a global leader
              every 4 rounds): the multi-leader setting
+  lsgd-common  lsgd with select_by="common": workers scored on one fixed 64-sample training
+             batch shared by every rank (accord's remedy for skewed shards, where the lowest
+             training loss marks the easiest shard)
 
 LSGD sends a broadcast per round (the parameters once, (N-1)/N of the model per rank),
 CPSGD and EASGD an allreduce (2(N-1)/N): LSGD moves at most half their bytes at the same
@@ -38,7 +41,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-METHODS = ("cpsgd", "easgd", "lsgd", "lsgd-g2")
+METHODS = ("cpsgd", "easgd", "lsgd", "lsgd-g2", "lsgd-common")
 SHARDS = {"iid": False, "skewed": True}
 
 
@@ -97,10 +100,18 @@ def run_one(comm, args, seed, method, data):
     import accord
     from _study import MeanEvaluator, mlp
 
-    shard, _, test = data
+    shard, train, test = data
     model = mlp(seed)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     evaluate = MeanEvaluator(model, comm, test)
+    common = None
+    if method == "lsgd-common":
+        # the same 64 training samples on every rank (the seed is shared)
+        i = torch.from_numpy(np.random.default_rng(123).choice(len(train[1]), 64,
+                                                               replace=False))
+        xc, yc = train[0][i], train[1][i]
+        common = lambda: float(  # noqa: E731
+            torch.nn.functional.cross_entropy(model(xc), yc).detach())
     if method == "cpsgd":
         avg = accord.PeriodicAverager(args.period, comm=comm)
         after, models = (lambda: avg.average_parameters(model.parameters())), {"mean": None}
@@ -112,7 +123,9 @@ def run_one(comm, args, seed, method, data):
     else:
         lsgd = accord.LeaderSGD(model.parameters(), period=args.period,
                                 global_period=4 * args.period,
-                                group_size=comm.size if method == "lsgd" else 2, comm=comm)
+                                group_size=2 if method == "lsgd-g2" else comm.size,
+                                select_by="window" if common is None else "common",
+                                common_loss=common, comm=comm)
         losses = []
         after = lambda: lsgd.step(losses[-1])  # noqa: E731
         models = {"leader": lambda: lsgd.evaluation_parameters("leader"), "mean": None}
