@@ -12,11 +12,13 @@ communicated per rank and time per step, as a table, a JSON file and a two-panel
     cpsgd        local SGD steps + accord.PeriodicAverager (average the parameters every 8 steps)
     adpsgd       local SGD steps + accord.AdaptivePeriodicAverager (same number of syncs at most)
 
-``digits_shards(rank, size, seed, skew)`` (the data) is also used by benchmarks and tests.
+``digits_shards(rank, size, seed, skew)`` (the data) is also used by benchmarks and tests;
+``teacher_shards(rank, size, seed, skew)`` gives a harder task with the same interface (random
+inputs labelled by a fixed random network), used by the convergence studies.
 """
-from .data import digits_shards
+from .data import digits_shards, teacher_shards
 
-__all__ = ["digits_shards", "main"]
+__all__ = ["digits_shards", "main", "teacher_shards"]
 
 
 def main(argv=None):
