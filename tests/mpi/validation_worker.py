@@ -113,6 +113,8 @@ def bad_input_one_rank(comm):
     avg_ok = accord.PeriodicAverager(1)
     one_rank(comm, lambda: avg.average_parameters([model.weight]),
              lambda: avg_ok.average_parameters([model.weight]), ValueError, "average_buffers")
+    check(avg.step == avg_ok.step == 0 and avg_ok.num_syncs == 0,
+          "a refused averaging step is not counted")
     one_rank(comm, lambda: accord.LeaderSGD([]), lambda: accord.LeaderSGD(model), ValueError,
              "params is empty")
     lsgd = accord.LeaderSGD(model, period=1, global_period=1, group_size=N)
