@@ -636,6 +636,22 @@ def check_no_step_allocation(comm):
         check(extra < nbytes // 4, f"{op}: a step allocated {extra} bytes more than a plain "
               f"optimizer's (model {nbytes} bytes): fusion buffers not reused")
         opt.close()
+    # the averagers and Leader SGD reuse their fusion buffers too
+    faces = {"PeriodicAverager": (accord.PeriodicAverager(1),
+                                  lambda f: f.average_parameters(big.parameters())),
+             "AdaptivePeriodicAverager": (accord.AdaptivePeriodicAverager(initial_period=1,
+                                                                          max_period=1),
+                                          lambda f: f.average_parameters(big.parameters())),
+             "LeaderSGD": (accord.LeaderSGD(big, period=1, global_period=1),
+                           lambda f: f.step(float(comm.rank)))}
+    for name, (face, call) in faces.items():
+        call(face)
+        call(face)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            call(face)
+        extra = sum(e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0)
+        check(extra < nbytes // 4, f"{name}: a sync allocated {extra} bytes (model {nbytes} "
+              "bytes): fusion buffers not reused")
 
 
 def main():
