@@ -39,12 +39,13 @@ Not thread-safe: one call at a time per process (scratch and dot buffers are reu
 """
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
 
 from . import _C, profiling
-from ._buffers import BoundedCache, addr, is_tensor
+from ._buffers import BoundedCache, addr, is_tensor, scale_
 from ._kernels import Flat, Plan
 
 __all__ = ["adasum_allreduce_", "adasum_tree_core_layout"]
@@ -309,5 +310,52 @@ def adasum_allreduce_(buf, offsets: np.ndarray, comm, wire: str | None = None):
     ``wire``: exchange 16-bit values (``"float16"``/``"bfloat16"``)."""
     # One unit for the communicator's guard: no other thread's call can slip between levels.
     with comm.operation("adasum", (buf,)):
-        return reducer_for(comm).allreduce_(buf, offsets, wire=wire)
+        exponents = _float64_layer_exponents(buf, offsets, comm)
+        if exponents is None:
+            return reducer_for(comm).allreduce_(buf, offsets, wire=wire)
+        _scale_layers_(buf, offsets, exponents)
+        reducer_for(comm).allreduce_(buf, offsets, wire=wire)
+        _scale_layers_(buf, offsets, -exponents)
+        return buf
+
+
+# A float64 layer whose largest |x| lies outside this range could overflow (or lose to
+# underflow) in the per-level dot products, which are summed across ranks before use.
+_F64_RANGE = (2.0 ** -450, 2.0 ** 450)
+
+
+def _float64_layer_exponents(buf, offsets: np.ndarray, comm):
+    """Per layer k such that 2^k brings float64 layers with extreme values near 1, or None.
+
+    Adasum is homogeneous (Adasum(c a, c b) = c Adasum(a, b)) and power-of-two scaling is exact,
+    so scaling a layer on every rank by the same 2^k, reducing and scaling back gives the same
+    result without overflowing the cross-rank dot products: finite inputs give finite results.
+    The largest |x| per layer is max-reduced first, so every rank picks the same scales. Only
+    float64 buffers pay for this (one pass and one small allreduce); the other dtypes' squares
+    cannot overflow float64 accumulators."""
+    if str(buf.dtype) not in ("float64", "torch.float64") or comm.size == 1:
+        return None
+    L = offsets.shape[0] - 1
+    peak = np.zeros(L)
+    for layer in range(L):
+        seg = buf[int(offsets[layer]):int(offsets[layer + 1])]
+        if seg.shape[0]:
+            peak[layer] = float(abs(seg).max())
+    peak = comm.allreduce_small(peak, "max")
+    with np.errstate(invalid="ignore"):  # NaN/Inf layers are left alone: they propagate
+        extreme = np.isfinite(peak) & (peak > 0) & ((peak > _F64_RANGE[1]) |
+                                                    (peak < _F64_RANGE[0]))
+    if not extreme.any():
+        return None
+    return np.where(extreme, -np.frexp(np.where(extreme, peak, 1.0))[1], 0).astype(np.int64)
+
+
+def _scale_layers_(buf, offsets: np.ndarray, exponents: np.ndarray) -> None:
+    """Multiply layer l by 2^exponents[l], in steps a float64 can hold (2^1024 cannot)."""
+    for layer, k in enumerate(exponents.tolist()):
+        seg = buf[int(offsets[layer]):int(offsets[layer + 1])]
+        while k:
+            step = max(-1000, min(1000, k))
+            scale_(seg, math.ldexp(1.0, step))
+            k -= step
 

@@ -180,6 +180,20 @@ def main():
         check_adasum(comm, [100, 300, 1], kind, "float64", seed=4)
         check_adasum(comm, [100, 300, 1], kind, "float32", seed=4)
 
+    # float64 layers near the overflow (or underflow) edge: finite inputs give finite results,
+    # equal to the Adasum of the scaled-down inputs scaled back (Adasum is homogeneous)
+    if backend() == "mpi":
+        from mpi4py import MPI as _MPI
+        rng = np.random.default_rng(11 + rank)
+        for big in (1e155, 1e300, 1e-300):
+            a, b = rng.standard_normal(500) * big, rng.standard_normal(300)
+            every_a = np.stack(_MPI.COMM_WORLD.allgather(a.copy()))
+            ya, yb = accord.grouped_allreduce([a, b], op=accord.Adasum, comm=comm)
+            ref = adasum_tree([e / big for e in every_a], np.array([0, 500])) * big
+            check(np.isfinite(ya).all(), f"Adasum of finite float64 values near {big} is finite")
+            check_close(ya / big, ref / big, rtol=1e-9, atol=1e-9,
+                        msg=f"Adasum of float64 values near {big}")
+
     # Sum and Average against numpy
     rng = np.random.default_rng(5)
     every = [rng.standard_normal(257) for _ in range(N)]
