@@ -134,3 +134,79 @@ def test_torch_ops_low_precision_fake(case):
                                                          device=a.device), foff)]
     for r, f in zip(real, fake):
         assert (r.dtype, tuple(r.shape), r.device) == (f.dtype, tuple(f.shape), f.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eager fast path: plain eager calls skip torch.ops dispatch, everything traced keeps it.
+
+
+class _Dispatched(Exception):
+    pass
+
+
+def _forbid_dispatch(monkeypatch):
+    """Make every torch.ops.accord wrapper in accord._torch_ops raise when called."""
+    def boom(*args, **kwargs):
+        raise _Dispatched
+    for name in ("segment_dots", "adasum_combine", "adasum_combine_out", "gram", "solve_spd",
+                 "weighted_sum", "weighted_sum_out", "axpby", "axpby_out"):
+        monkeypatch.setattr(accord._torch_ops, name, boom)
+
+
+def _every_public_call():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(11, generator=g), torch.randn(11, generator=g)
+    off = np.array([0, 4, 4, 11], np.int64)
+    v = torch.randn(3, 11, generator=g)
+    gm, rhs = ops.gram(v, off, a)
+    w = torch.rand(3, 3, dtype=torch.float64, generator=g)
+    out = torch.empty(11)
+    return [lambda: ops.segment_dots(a, b, off),
+            lambda: ops.segment_dots(a, b, torch.from_numpy(off)),
+            lambda: ops.adasum_combine(a, b, off),
+            lambda: ops.adasum_combine(a, b, off, out=out, dots=ops.segment_dots(a, b, off)),
+            lambda: ops.gram(v, off, a),
+            lambda: ops.solve_spd(gm, rhs),
+            lambda: ops.weighted_sum(v, w, off, out=out),
+            lambda: ops.axpby(a, b, 0.5, 2.0, off),
+            lambda: ops.pull_(out, a, 0.25)]
+
+
+def test_eager_calls_skip_dispatch(monkeypatch):
+    def results(calls):  # cloned: some calls write into a shared out
+        return [tuple(x.clone() for x in (r if isinstance(r, tuple) else (r,)))
+                for r in (call() for call in calls)]
+    with monkeypatch.context() as m:  # the reference goes through torch.ops.accord
+        m.setattr(ops, "_eager", lambda *tensors: False)
+        expected = results(_every_public_call())
+    _forbid_dispatch(monkeypatch)
+    got = results(_every_public_call())
+    for g, e in zip(got, expected):
+        assert all(torch.equal(x, y) for x, y in zip(g, e))
+
+
+def test_traced_calls_keep_dispatch(monkeypatch):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    _forbid_dispatch(monkeypatch)
+    a = torch.randn(8)
+    with pytest.raises(_Dispatched):  # requires_grad with grad mode on: the custom op decides
+        ops.segment_dots(a.clone().requires_grad_(), a, [0, 8])
+    with FakeTensorMode() as mode:  # a dispatch mode is active, the tensors are fake
+        fa = mode.from_tensor(a)
+        with pytest.raises(_Dispatched):
+            ops.segment_dots(fa, fa, torch.tensor([0, 8]))
+    with pytest.raises(_Dispatched):  # functorch transforms see the op through dispatch
+        torch.func.vmap(lambda x: ops.segment_dots(x, x, torch.tensor([0, 8])))(a[None])
+
+
+def test_requires_grad_behaviour():
+    """Grad mode on + an input that requires grad: the custom op's behaviour (an output with a
+    grad_fn whose backward raises). Grad mode off: the fast path, no graph."""
+    a, b = torch.randn(8, requires_grad=True), torch.randn(8)
+    d = ops.segment_dots(a, b, [0, 8])
+    assert d.requires_grad and d.grad_fn is not None
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        d.sum().backward()
+    with torch.no_grad():
+        d2 = ops.segment_dots(a, b, [0, 8])
+    assert not d2.requires_grad and torch.equal(d.detach(), d2)

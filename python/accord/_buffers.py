@@ -14,9 +14,18 @@ __all__ = ["is_tensor", "torch_module", "numel", "addr", "describe", "is_contigu
            "flat_view", "BoundedCache"]
 
 
+_TENSOR_TYPES: dict = {}  # type -> is it a tensor type; a handful of entries per process
+
+
 def is_tensor(x) -> bool:
     """True for a torch tensor (any subclass), without importing torch."""
-    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+    t = type(x)
+    known = _TENSOR_TYPES.get(t)
+    if known is None:
+        known = t.__module__.startswith("torch") and hasattr(x, "data_ptr")
+        if len(_TENSOR_TYPES) < 256:  # remembered per type: it is called several times per op
+            _TENSOR_TYPES[t] = known
+    return known
 
 
 def torch_module():

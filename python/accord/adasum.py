@@ -209,7 +209,7 @@ def _no_sendrecv(sendbuf, dest, recvbuf, source) -> None:
 def _dots(flat: Flat, a: int, b: int, plan: Plan, dots_addr: int) -> None:
     """Per-layer (a.b, a.a, b.b) into the float64 buffer at ``dots_addr``."""
     keep, ws = flat.workspace("segment_dots", plan) if flat.device else (None, 0)
-    _C.segment_dots(flat.code, flat.device, a, b, plan.layout, dots_addr, ws, flat.stream)
+    _C.segment_dots(flat.code, flat.kdev, a, b, plan.layout, dots_addr, ws, flat.stream)
 
 
 def _combine(flat: Flat, a: int, b: int, out: int, plan: Plan, dots_addr: int, wa: float,
@@ -217,7 +217,7 @@ def _combine(flat: Flat, a: int, b: int, out: int, plan: Plan, dots_addr: int, w
     """The pair rule; ``dots_addr`` 0 means the kernel computes the dots itself."""
     keep, ws = (flat.workspace("adasum_combine", plan) if flat.device and not dots_addr
                 else (None, 0))
-    _C.adasum_combine(flat.code, flat.device, a, b, out, plan.layout, dots_addr, wa, wb, ws,
+    _C.adasum_combine(flat.code, flat.kdev, a, b, out, plan.layout, dots_addr, wa, wb, ws,
                       flat.stream)
 
 

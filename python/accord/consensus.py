@@ -453,7 +453,7 @@ class ConsensusAggregator:
             K[:, 0, 0], K[:, 1, 1], K[:, 0, 1], K[:, 1, 0] = d[:, 1], d[:, 2], d[:, 0], d[:, 0]
         else:
             ws = addr(lay.gram_ws) if lay.gram_ws is not None else 0
-            _C.gram(flat.code, flat.device, vec, N, 0, lay.gram_plan.layout, addr(scr.gram), 0,
+            _C.gram(flat.code, flat.kdev, vec, N, 0, lay.gram_plan.layout, addr(scr.gram), 0,
                     ws, flat.stream)
             gram = scr.gram
             if flat.device == CUDA:
@@ -508,7 +508,7 @@ class ConsensusAggregator:
             _C.axpby(flat.code, CPU, rows[0], rows[1], out, lay.sum_plan.layout,
                      c0.ctypes.data, c1.ctypes.data, 0)  # elementwise: out may be a row
         else:
-            _C.weighted_sum(flat.code, flat.device, vec, N, addr(coef_buf), lay.sum_plan.layout,
+            _C.weighted_sum(flat.code, flat.kdev, vec, N, addr(coef_buf), lay.sum_plan.layout,
                             out, flat.stream)
         if N == 1:
             return buf
