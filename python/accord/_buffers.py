@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 __all__ = ["is_tensor", "torch_module", "numel", "addr", "describe", "is_contiguous",
-           "flat_view", "BoundedCache"]
+           "flat_view", "BoundedCache", "empty_tensor"]
 
 
 _TENSOR_TYPES: dict = {}  # type -> is it a tensor type; a handful of entries per process
@@ -34,6 +34,19 @@ def torch_module():
     if torch is None:
         import torch
     return torch
+
+
+def empty_tensor(n: int, dtype, device):
+    """An uninitialised 1-D tensor of n elements. CPU tensors get numpy's memory
+    (``torch.from_numpy``): numpy asks the kernel for transparent huge pages on large
+    allocations (``madvise(MADV_HUGEPAGE)``), torch's CPU allocator does not, and on machines
+    where huge pages are madvise-only, an MPI single-copy exchange or allreduce of a 64 MiB
+    buffer in 4 KiB pages is measurably slower (docs/collectives.md)."""
+    torch = torch_module()
+    if torch.device(device).type != "cpu":
+        return torch.empty(n, dtype=dtype, device=device)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return torch.from_numpy(np.empty(n * itemsize, dtype=np.uint8)).view(dtype)
 
 
 def numel(x) -> int:

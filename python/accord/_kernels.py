@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import _C
-from ._buffers import BoundedCache, is_tensor, torch_module
+from ._buffers import BoundedCache, empty_tensor, is_tensor, torch_module
 
 CPU, CUDA = 0, 1
 FLOAT32, FLOAT64, FLOAT16, BFLOAT16 = 0, 1, 2, 3
@@ -375,8 +375,7 @@ class Flat:
         """An uninitialised buffer of n elements of this dtype (or float64), same device."""
         if is_tensor(self.obj):
             torch = torch_module()
-            return torch.empty(n, dtype=torch.float64 if float64 else self.obj.dtype,
-                               device=self.obj.device)
+            return empty_tensor(n, torch.float64 if float64 else self.obj.dtype, self.obj.device)
         return np.empty(n, dtype=np.float64 if float64 else self.obj.dtype)
 
     def workspace(self, op: str, p: Plan):

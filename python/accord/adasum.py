@@ -35,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _C
-from ._buffers import BoundedCache, addr
-from ._kernels import Flat, Plan
+from ._buffers import BoundedCache, addr, torch_module
+from ._kernels import BFLOAT16, CPU, Flat, Plan
 
 __all__ = ["adasum_allreduce_", "adasum_tree_core_layout"]
 
@@ -139,14 +139,15 @@ class AdasumReducer:
         return self._schedules.get_or_make(
             key, lambda: _Schedule(self.comm, self.groups, offsets, flat))
 
-    def _scratch_for(self, flat: Flat, n: int):
-        """(scratch[:n], its address): one reusable buffer per framework/dtype/device."""
+    def _scratch_for(self, flat: Flat, n: int, host_views: bool = False):
+        """(scratch[:n], its address): one reusable buffer per framework/dtype/device;
+        ``host_views``: the scratch as :func:`_host_view` gives it (what the transport moves)."""
         key = (type(flat.obj), flat.code, flat.device, flat.cuda_index)
         entry = self._scratch.get(key)
         if entry is None or len(entry[0]) < n:
             buf = flat.new(max(n, 1))
-            entry = self._scratch[key] = (buf, addr(buf))
-        return entry[0][:n], entry[1]
+            entry = self._scratch[key] = (buf, addr(buf), _host_view(buf, flat.code))
+        return (entry[2] if host_views else entry[0])[:n], entry[1]
 
     def allreduce_(self, buf, offsets: np.ndarray, *, compute: bool = True,
                    exchange: bool = True):
@@ -167,13 +168,18 @@ class AdasumReducer:
             return buf
         s = self._schedule(offsets, flat)
         sendrecv = comm.sendrecv if exchange else _no_sendrecv
+        # Over MPI a CPU tensor travels as a numpy view of its memory: the per-level slices
+        # then cost numpy's slicing (a fraction of torch's), and MPI takes them unconverted.
+        host_views = flat.device == CPU and type(buf) is not np.ndarray and \
+            getattr(comm, "backend", None) == "mpi"
+        result, buf = buf, (_host_view(buf, flat.code) if host_views else buf)
         if s.fold_partner is not None:
             empty = buf[:0]
             if s.donor:
                 sendrecv(buf, s.fold_partner, empty, s.fold_partner)
                 sendrecv(empty, s.fold_partner, buf, s.fold_partner)
-                return buf
-            theirs, theirs_ptr = self._scratch_for(flat, flat.n)
+                return result
+            theirs, theirs_ptr = self._scratch_for(flat, flat.n, host_views)
             sendrecv(empty, s.fold_partner, theirs, s.fold_partner)
             dots_addr = 0
             if compute and self.fold_group is not None:  # sharded: whole-layer dots need a sum
@@ -184,7 +190,7 @@ class AdasumReducer:
                 _combine(flat, flat.ptr, theirs_ptr, flat.ptr, s.full_plan, dots_addr, 0.5, 0.5)
 
         if s.levels:
-            scratch, scratch_ptr = self._scratch_for(flat, flat.n - flat.n // 2)
+            scratch, scratch_ptr = self._scratch_for(flat, flat.n - flat.n // 2, host_views)
         for lv in s.levels:
             klo = lv.klo
             sendrecv(buf[lv.olo:lv.ohi], lv.partner, scratch[:lv.khi - klo], lv.partner)
@@ -199,7 +205,18 @@ class AdasumReducer:
             sendrecv(buf[lv.klo:lv.khi], lv.partner, buf[lv.olo:lv.ohi], lv.partner)
         if s.fold_partner is not None:
             sendrecv(buf, s.fold_partner, buf[:0], s.fold_partner)
+        return result
+
+
+def _host_view(buf, code: int):
+    """A CPU tensor as a numpy array over the same memory (bfloat16 as int16, which MPI moves
+    bit for bit); anything else unchanged."""
+    if type(buf) is np.ndarray or buf.device.type != "cpu":
         return buf
+    t = buf.detach()
+    if code == BFLOAT16:
+        t = t.view(torch_module().int16)
+    return t.numpy()
 
 
 def _no_sendrecv(sendbuf, dest, recvbuf, source) -> None:
