@@ -28,6 +28,14 @@ binary tree over the p core inputs ((c0, c1), (c2, c3)), ... For N a power of tw
 Horovod's tree. Bytes sent per rank: 2 n (p-1)/p (bandwidth-optimal), plus n twice for the
 folded pairs, plus log2(p) allreduces of 3L float64.
 
+Small buffers (all ranks' inputs together at most ``GATHER_MAX_BYTES``) take another route
+to the same tree: one allgather of every rank's buffer, then every rank computes the whole tree
+locally (fold pairs, then the adjacent-pair levels, same weights) with full-vector dots. One
+synchronisation point instead of 2 log2(p) + 1 (+2 with a fold): latency, not bandwidth, is
+what such buffers pay for. Every rank runs the same kernels on the same gathered bytes, so all
+end with identical bits; the values differ from the VHDD route only by float64 rounding of the
+dots (partial sums over slices there, one pass here).
+
 Not thread-safe: one call at a time per process (scratch and dot buffers are reused).
 """
 from __future__ import annotations
@@ -38,7 +46,10 @@ from . import _C
 from ._buffers import BoundedCache, addr, torch_module
 from ._kernels import BFLOAT16, CPU, Flat, Plan
 
-__all__ = ["adasum_allreduce_", "adasum_tree_core_layout"]
+__all__ = ["adasum_allreduce_", "adasum_tree_core_layout", "GATHER_MAX_BYTES"]
+
+#: The allgather route is taken when size * buffer bytes is at most this (module doc).
+GATHER_MAX_BYTES = 1 << 20
 
 
 def adasum_tree_core_layout(size: int):
@@ -173,6 +184,10 @@ class AdasumReducer:
         host_views = flat.device == CPU and type(buf) is not np.ndarray and \
             getattr(comm, "backend", None) == "mpi"
         result, buf = buf, (_host_view(buf, flat.code) if host_views else buf)
+        if (compute and exchange and not self.sharded
+                and flat.n * flat.itemsize * comm.size <= GATHER_MAX_BYTES):
+            self._gathered_tree(flat, buf, s, host_views)
+            return result
         if s.fold_partner is not None:
             empty = buf[:0]
             if s.donor:
@@ -206,6 +221,36 @@ class AdasumReducer:
         if s.fold_partner is not None:
             sendrecv(buf, s.fold_partner, buf[:0], s.fold_partner)
         return result
+
+    def _gathered_tree(self, flat: Flat, buf, s: _Schedule, host_views: bool) -> None:
+        """The small-buffer route: one allgather, then the whole tree on every rank."""
+        comm, n = self.comm, flat.n
+        N = comm.size
+        p, r = adasum_tree_core_layout(N)
+        key = ("gather", type(flat.obj), flat.code, flat.device, flat.cuda_index)
+        entry = self._scratch.get(key)
+        if entry is None or len(entry[0]) < N * n:
+            g = flat.new(N * n)
+            entry = self._scratch[key] = (g, addr(g), _host_view(g, flat.code))
+        gathered = (entry[2] if host_views else entry[0])[:N * n]
+        base = entry[1]
+        comm.allgather(buf, gathered)
+        row = [base + i * n * flat.itemsize for i in range(N)]
+        # fold: rank 2i+1's input joins rank 2i's (i < r); then the core in rank order
+        for i in range(r):
+            _combine(flat, row[2 * i], row[2 * i + 1], row[2 * i], s.full_plan, 0, 0.5, 0.5)
+        vals = [row[2 * i] for i in range(r)] + row[2 * r:]
+        counts = [2] * r + [1] * (p - r)
+        while len(vals) > 1:
+            nxt, nc = [], []
+            for j in range(0, len(vals), 2):
+                n1, n2 = counts[j], counts[j + 1]
+                out = flat.ptr if len(vals) == 2 else vals[j]  # the root lands in buf
+                _combine(flat, vals[j], vals[j + 1], out, s.full_plan, 0,
+                         n1 / (n1 + n2), n2 / (n1 + n2))
+                nxt.append(out)
+                nc.append(n1 + n2)
+            vals, counts = nxt, nc
 
 
 def _host_view(buf, code: int):

@@ -143,9 +143,12 @@ def _release(handles, executor_box) -> None:
 class _DistributedMixin:
     """Methods of the dynamic subclass; the wrapped optimizer's class comes after it in the MRO."""
 
-    def _accord_setup(self, op, names, bpps, predivide, comm, consensus):
+    def _accord_setup(self, op, names, bpps, predivide, comm, consensus, adasum_mode="delta"):
         self._reduce_op, self._param_names, self._bpps, self._comm = op, names, bpps, comm
         self._consensus = consensus
+        self._adasum_mode = adasum_mode if op is ReduceOp.ADASUM else None
+        # Adasum of gradients: reduced bucket by bucket during backward, like Average
+        adasum_grads = self._adasum_mode == "gradients"
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         bad = None
         if op is ReduceOp.ADASUM:
@@ -164,17 +167,23 @@ class _DistributedMixin:
             threshold = math.inf
         # Reverse order: backward produces the last layers' gradients first (as DDP buckets).
         ordered = params[::-1]
-        check_consistency(comm, f"DistributedOptimizer:{op.value}:{bpps}:{predivide}",
-                          [p.detach() for p in ordered], local_error=bad)
-        # copies: the gradients (Average/Sum/Consensus), or Adasum's parameters-before and
-        # update side by side; allocated on first use, reused every step.
-        self._fusion = Fusion(ordered, threshold, copies=2 if op is ReduceOp.ADASUM else 1)
+        check_consistency(comm, f"DistributedOptimizer:{op.value}:{self._adasum_mode}:{bpps}:"
+                          f"{predivide}", [p.detach() for p in ordered], local_error=bad)
+        delta = op is ReduceOp.ADASUM and not adasum_grads
+        # copies: the gradients (Average/Sum/Consensus/Adasum of gradients), or Adasum's
+        # parameters-before and update side by side; allocated on first use, reused every step.
+        self._fusion = Fusion(ordered, threshold, copies=2 if delta else 1)
+        if op is ReduceOp.ADASUM and comm.size > 1:
+            # Building the reducer splits sub-communicators (collective): here, where every
+            # rank is, not in the worker thread mid-backward.
+            from .adasum import reducer_for
+            self._adasum = reducer_for(comm)
         self._acc_buckets = [_Bucket(fb, self._fusion.members(fb)) for fb in self._fusion.buckets]
         self._bucket_of = {id(p): (b, j) for b in self._acc_buckets for j, p in enumerate(b.params)}
         n = comm.size
         self._prescale = 1.0 / predivide if op is ReduceOp.AVERAGE else 1.0
         self._postscale = predivide / n if op is ReduceOp.AVERAGE else 1.0
-        self._reduces_grads = op is not ReduceOp.ADASUM
+        self._reduces_grads = not delta
         self._threaded = self._reduces_grads and n > 1 and _threads_ok(comm)
         self._executor_box = [None]  # shared with the finaliser, which must not hold self
         self._next_bucket = 0        # first bucket not yet launched this cycle
@@ -296,8 +305,10 @@ class _DistributedMixin:
         flat = self._fusion.pack_values(b.fused, grads)
         event = None
         if flat.is_cuda:
+            # packed on the producer's (autograd's) current stream of the bucket's device; the
+            # worker's stream waits for this event, not for the whole device
             event = torch.cuda.Event()
-            event.record()
+            event.record(torch.cuda.current_stream(flat.device))
         if self._threaded:
             if self._executor_box[0] is None:
                 self._executor_box[0] = ThreadPoolExecutor(max_workers=1,
@@ -309,9 +320,31 @@ class _DistributedMixin:
             b.future.set_result(self._reduce(flat, b.offsets, b.index, event))
 
     def _reduce(self, flat, offsets, key, event):
-        """The collective itself (worker thread)."""
-        if event is not None:
-            event.wait()  # the packing kernel ran on the launching thread's stream
+        """The collective itself (worker thread). CUDA buckets: on the bucket's device (a rank
+        on cuda:k never touches cuda:0), on the optimizer's own stream there, ordered after the
+        packing by ``event``; returns the event that orders the consumer after the result."""
+        if not flat.is_cuda:
+            return self._reduce_on_stream(flat, offsets, key), None
+        device = flat.device
+        with torch.cuda.device(device):
+            stream = self._worker_stream(device)
+            stream.wait_event(event)
+            with torch.cuda.stream(stream):
+                # the bucket buffer is allocated on the producer's stream and used on this one
+                flat.record_stream(stream)
+                self._reduce_on_stream(flat, offsets, key)
+                done = torch.cuda.Event()
+                done.record(stream)
+        return flat, done
+
+    def _worker_stream(self, device):
+        streams = self.__dict__.setdefault("_streams", {})
+        s = streams.get(device)
+        if s is None:
+            s = streams[device] = torch.cuda.Stream(device)
+        return s
+
+    def _reduce_on_stream(self, flat, offsets, key):
         if self._reduce_op is ReduceOp.CONSENSUS:
             try:
                 self._consensus.aggregate_flat_(flat, offsets, key=key)
@@ -319,16 +352,18 @@ class _DistributedMixin:
                 # Raised on every rank alike (decided from allreduced Gram entries): NaN
                 # gradients everywhere, so a GradScaler skips the step on every rank.
                 flat.fill_(math.nan)
+        elif self._reduce_op is ReduceOp.ADASUM:
+            # A NaN/Inf gradient on any rank makes its tensor NaN on every rank (the allreduced
+            # dots carry it), so every GradScaler skips: no separate non-finite round.
+            if self._comm.size > 1:
+                self._adasum.allreduce_(flat, offsets)
         else:
             if self._prescale != 1.0:
                 flat.mul_(self._prescale)
             self._comm.allreduce_(flat, "sum")
             if self._postscale != 1.0:
                 flat.mul_(self._postscale)
-        if flat.is_cuda:
-            event = torch.cuda.Event()
-            event.record()
-        return flat, event
+        return flat
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -353,15 +388,15 @@ class _DistributedMixin:
                     self._next_bucket += 1
                 for b in self._acc_buckets:
                     flat, event = b.future.result()
-                    if event is not None:
-                        event.wait()
+                    if event is not None:  # the consumer's stream waits for the worker's
+                        event.wait(torch.cuda.current_stream(flat.device))
                     for p, s, e in zip(b.params, b.offsets[:-1], b.offsets[1:]):
                         piece = flat[s:e].view(p.shape)
                         if p.grad is None:
                             p.grad = piece.clone()
                         else:
                             p.grad.copy_(piece)
-            if self._reduce_op is ReduceOp.ADASUM:
+            if self._adasum_mode == "delta":
                 self._agree_nonfinite()
         finally:
             self._reset_cycle()
@@ -426,7 +461,7 @@ class _DistributedMixin:
                 loss = closure()
         if not self._sync_skipped:
             self.synchronize()
-        if self._reduce_op is ReduceOp.ADASUM and self._comm.size > 1:
+        if self._adasum_mode == "delta" and self._comm.size > 1:
             self._adasum_step()
         else:
             super().step()
@@ -499,9 +534,13 @@ def _named(optimizer, named_parameters):
     return names
 
 
+ADASUM_MODES = ("delta", "gradients")
+
+
 def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
                          backward_passes_per_step: int = 1,
-                         gradient_predivide_factor: float = 1.0, comm=None, consensus=None):
+                         gradient_predivide_factor: float = 1.0, comm=None, consensus=None,
+                         adasum_mode: str = "delta"):
     """Wrap ``optimizer`` so that its steps use gradients/updates reduced over all ranks.
 
     ``op``: ``accord.Average`` (default), ``accord.Sum``, ``accord.Adasum`` or
@@ -511,6 +550,11 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
     ``gradient_predivide_factor`` f (Average only): gradients are scaled by 1/f before the sum and
     by f/N after. ``comm``: an accord Communicator (default: the one of ``accord.init()``).
     ``consensus``: the ConsensusAggregator to use with ``op=accord.Consensus``.
+    ``adasum_mode`` (op=accord.Adasum): ``"delta"`` (default, Horovod's semantics: Adasum of the
+    local optimizer updates, in ``step()``) or ``"gradients"`` (Adasum of the gradients, bucket
+    by bucket in the background during backward, as the DDP hook; then the wrapped optimizer's
+    step on the combined gradient). They agree for plain SGD and differ with momentum, weight
+    decay or adaptive optimizers (docs/training.md).
     Collective: every rank wraps the same parameters (checked with one tiny allreduce).
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
@@ -533,6 +577,10 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
         raise ValueError("gradient_predivide_factor is only supported with op=accord.Average")
     if consensus is not None and op is not ReduceOp.CONSENSUS:
         raise ValueError("consensus= is only used with op=accord.Consensus")
+    if adasum_mode not in ADASUM_MODES:
+        raise ValueError(f"adasum_mode must be one of {ADASUM_MODES}, got {adasum_mode!r}")
+    if adasum_mode != "delta" and op is not ReduceOp.ADASUM:
+        raise ValueError("adasum_mode is only used with op=accord.Adasum")
     names = _named(optimizer, named_parameters)
     comm = comm if comm is not None else topology.communicator()
     if op is ReduceOp.CONSENSUS:
@@ -551,5 +599,6 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=ReduceOp.AVERAGE,
     # Share the optimizer's state, param_groups and hooks. An instance-level `step` (an LR
     # scheduler's call-tracking wrapper around the old object's step) would shadow ours: drop it.
     wrapped.__dict__.update({k: v for k, v in optimizer.__dict__.items() if k != "step"})
-    wrapped._accord_setup(op, names, backward_passes_per_step, float(f), comm, consensus)
+    wrapped._accord_setup(op, names, backward_passes_per_step, float(f), comm, consensus,
+                          adasum_mode)
     return wrapped
