@@ -210,3 +210,66 @@ def test_requires_grad_behaviour():
     with torch.no_grad():
         d2 = ops.segment_dots(a, b, [0, 8])
     assert not d2.requires_grad and torch.equal(d.detach(), d2)
+
+
+def test_segment_dots_out():
+    a, b = torch.randn(11), torch.randn(11)
+    off = np.array([0, 4, 4, 11], np.int64)
+    out = torch.empty(3, 3, dtype=torch.float64)
+    assert ops.segment_dots(a, b, off, out=out) is out
+    assert torch.equal(out, ops.segment_dots(a, b, off))
+    with pytest.raises(ValueError, match="float64 with shape"):
+        ops.segment_dots(a, b, off, out=torch.empty(3, 3))
+    on = np.empty((3, 3))
+    assert ops.segment_dots(a.numpy(), b.numpy(), off, out=on) is on
+    assert np.array_equal(on, out.numpy())
+
+
+@pytest.mark.cuda
+def test_cuda_graph_capture_dots_combine():
+    """segment_dots(out=) + adasum_combine(out=, dots=) captured in a CUDA graph: replays
+    follow new inputs and give the eager results bit for bit."""
+    dev = torch.device("cuda")
+    g = torch.Generator().manual_seed(3)
+    n = 3 * 8192 + 77  # several tiles, a ragged one
+    off = np.array([0, 100, 100, 9000, n], np.int64)
+    a = torch.randn(n, generator=g).to(dev)
+    b = torch.randn(n, generator=g).to(dev)
+    dots = torch.empty(4, 3, dtype=torch.float64, device=dev)
+    out = torch.empty_like(a)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on the capturing stream: plan, workspace
+        ops.segment_dots(a, b, off, out=dots)
+        ops.adasum_combine(a, b, off, out=out, dots=dots)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        ops.segment_dots(a, b, off, out=dots)
+        ops.adasum_combine(a, b, off, out=out, dots=dots)
+    for _ in range(3):
+        a.copy_(torch.randn(n, generator=g).to(dev))
+        b.copy_(torch.randn(n, generator=g).to(dev))
+        graph.replay()
+        torch.cuda.synchronize()
+        ref_dots = ops.segment_dots(a, b, off)
+        assert torch.equal(dots, ref_dots)
+        assert torch.equal(out, ops.adasum_combine(a, b, off, dots=ref_dots))
+
+
+@pytest.mark.cuda
+def test_ops_on_second_gpu_leave_current_device():
+    """Buffers on cuda:1 with cuda:0 current: the kernels run on cuda:1, on its current stream,
+    and the current device stays cuda:0."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    torch.cuda.set_device(0)
+    a = torch.randn(5000, device="cuda:1")
+    b = torch.randn(5000, device="cuda:1")
+    off = np.array([0, 1000, 5000], np.int64)
+    d = ops.segment_dots(a, b, off)
+    out = ops.adasum_combine(a, b, off, dots=d)
+    assert d.device == out.device == torch.device("cuda:1")
+    assert torch.cuda.current_device() == 0
+    ref = ops.segment_dots(a.cpu(), b.cpu(), off)
+    assert torch.allclose(d.cpu(), ref, rtol=1e-10)

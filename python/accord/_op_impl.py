@@ -45,10 +45,18 @@ def offsets_for(offsets, length):
 
 
 
-def segment_dots(a, b, offsets):
+def segment_dots(a, b, offsets, out=None):
     ba, bb = flat_pair(a, b)
     p = layout_plan(offsets, numel_of(ba), ba)
-    dots = empty(ba, (p.num_segments, 3), float64=True)
+    if out is None:
+        dots = empty(ba, (p.num_segments, 3), float64=True)
+    else:
+        bo = Buf(out, "out")
+        same_kind(ba, bo, "out", "the inputs", dtype=False)
+        if bo.dtype_name != "float64" or bo.shape != (p.num_segments, 3):
+            raise ValueError(f"out must be float64 with shape {(p.num_segments, 3)}, got "
+                             f"{bo.dtype_name} {bo.shape}")
+        dots = out
     st = stream(ba)
     keep, ws = workspace(ba, "segment_dots", p, stream_handle=st)
     _C.segment_dots(ba.code, ba.kdev, ba.ptr, bb.ptr, p.layout, addr(dots), ws, st)

@@ -10,7 +10,7 @@ work under ``torch.compile``, ``make_fx`` and other tracing. An eager call on pl
 torch's op dispatch and calls the same implementation directly (see :func:`_eager`); numpy arrays
 always do.
 
-    segment_dots(a, b, offsets)                      -> float64 [L, 3]: a.b, a.a, b.b
+    segment_dots(a, b, offsets, out=None)            -> float64 [L, 3]: a.b, a.a, b.b
     adasum_combine(a, b, offsets, out=None, *, dots=None, weights=(1, 1))
     gram(vectors, offsets, rhs=None)                 -> [L, k, k] (and [L, k] when rhs is given)
     solve_spd(gram, rhs, ridge=0.0)                  -> [L, k]
@@ -123,14 +123,23 @@ def _float64_tensor(value, like, name):
 # Public API
 
 
-def segment_dots(a, b, offsets):
-    """Per segment ``(a.b, a.a, b.b)`` as float64 ``[L, 3]``, in one pass over a and b."""
+def segment_dots(a, b, offsets, out=None):
+    """Per segment ``(a.b, a.a, b.b)`` as float64 ``[L, 3]``, in one pass over a and b.
+
+    ``out``: a float64 ``[L, 3]`` buffer to write into (returned). With ``out=`` given (and
+    ``out=``/``dots=`` to :func:`adasum_combine`) a CUDA call allocates nothing and does not
+    synchronise once its layout and workspace exist, so it can be captured in a CUDA graph
+    after one warm-up call on the capturing stream (docs/kernels.md)."""
     if is_tensor(a):
-        _require_tensors("a", b=b)
-        if _eager(a, b, offsets if is_tensor(offsets) else None):
-            return _impl.segment_dots(a, b, offsets)
-        return _torch_ops().segment_dots(a, b, _offsets_tensor(offsets, a.numel()))
-    return _impl.segment_dots(a, b, offsets)
+        _require_tensors("a", b=b, out=out)
+        if _eager(a, b, out, offsets if is_tensor(offsets) else None):
+            return _impl.segment_dots(a, b, offsets, out)
+        dots = _torch_ops().segment_dots(a, b, _offsets_tensor(offsets, a.numel()))
+        if out is None:
+            return dots
+        out.copy_(dots)
+        return out
+    return _impl.segment_dots(a, b, offsets, out)
 
 
 def adasum_combine(a, b, offsets, out=None, *, dots=None, weights=(1, 1)):
