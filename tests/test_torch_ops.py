@@ -273,3 +273,13 @@ def test_ops_on_second_gpu_leave_current_device():
     assert torch.cuda.current_device() == 0
     ref = ops.segment_dots(a.cpu(), b.cpu(), off)
     assert torch.allclose(d.cpu(), ref, rtol=1e-10)
+
+
+def test_layout_cache_survives_caller_mutating_offsets():
+    a, b = torch.randn(12), torch.randn(12)
+    off = np.array([0, 5, 12], np.int64)
+    first = ops.segment_dots(a, b, off).clone()
+    off[1] = 7  # the caller reuses its array for another layout
+    second = ops.segment_dots(a, b, off)
+    assert torch.equal(second, ops.segment_dots(a, b, np.array([0, 7, 12], np.int64)))
+    assert torch.equal(ops.segment_dots(a, b, np.array([0, 5, 12], np.int64)), first)

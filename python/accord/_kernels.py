@@ -182,6 +182,9 @@ class Plan:
     __slots__ = ("offsets", "tile_start", "layout", "keep", "num_segments", "ws_bytes")
 
     def __init__(self, offsets: np.ndarray, device: int, cuda_index, gram: bool):
+        # a private copy: plans are cached by the offsets' contents, and the caller's array
+        # (which the kernels would otherwise read through) may be changed after the call
+        offsets = np.array(offsets, dtype=np.int64, copy=True)
         tile = _C.tile_size(device, gram)
         lengths = np.diff(offsets)
         tile_start = np.zeros(offsets.shape[0], dtype=np.int64)
