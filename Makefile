@@ -44,11 +44,10 @@ sanitize-test: $(VENV)/.deps
 studies: install
 	PYTHON=$(BIN)/python PATH=$(BIN):$$PATH sh benchmarks/studies/run_all.sh
 
-# On a machine with an NVIDIA GPU: CUDA build, every GPU test, the kernel benchmark on the GPU.
+# On a machine with an NVIDIA GPU: CUDA build, single-process GPU tests, MPI ranks sharing a
+# GPU, NCCL, compute-sanitizer, the kernel benchmark on the GPU (tests/gpu/run_gpu_tests.sh).
 gpu-test: $(VENV)/.deps
-	ACCORD_WITH_CUDA=1 $(BIN)/pip install -q --no-build-isolation --no-deps --force-reinstall .
-	$(BIN)/python -m pytest -q -ra -m cuda tests
-	$(BIN)/python benchmarks/kernels.py --device cuda --json results/kernels_cuda.json
+	bash tests/gpu/run_gpu_tests.sh $(BIN)
 
 bench: install
 	$(BIN)/python benchmarks/kernels.py --json results/kernels_cpu.json

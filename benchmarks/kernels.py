@@ -5,8 +5,12 @@ would write without accord and (b) the memory-bandwidth bound measured in the sa
     python benchmarks/kernels.py                      # CPU, full run, results/kernels_cpu.json
     python benchmarks/kernels.py --device cuda        # GPU (needs accord's CUDA build)
     python benchmarks/kernels.py --quick --json /tmp/k.json   # seconds-long smoke run
+    python benchmarks/kernels.py --overhead           # only section 0 (per-call host time)
 
 Sections (every buffer split into 100 segments of random sizes, 16 with --quick; fixed seed):
+  0. per-call overhead: host time per call of every op at a small size (4096 elements, 4
+     segments) over a loop of calls with no synchronisation inside, next to one torch op of the
+     same size; on CUDA also the device time of the batch (CUDA events around it)
   1. adasum pair: ops.segment_dots + ops.adasum_combine(out=, dots=), float32, size sweep
   2. gram + solve_spd + weighted_sum for k vectors (rhs = mean of the vectors, precomputed)
   3. adasum pair in float16 / bfloat16 at the largest size
@@ -296,6 +300,135 @@ def gram_row(dev: Device, n: int, k: int, run: Run) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Section 0: per-call overhead
+
+OVERHEAD_N = 4096
+OVERHEAD_SEGMENTS = 4
+OVERHEAD_CALLS = 1000
+OVERHEAD_TARGET_US = 15.0  # host time per eager call on torch tensors at small sizes
+
+OVERHEAD_COLUMNS = [
+    Column("op", "", 15, "s"),
+    Column("path", "", 22, "s"),
+    Column("count", "(elements)", 10, "d"),
+    Column("host_us", "(us/call)", 10, ".2f", "host"),
+    Column("device_us", "(us/call)", 10, ".2f", "device"),
+    Column("ref", "", 26, "s", "reference"),
+    Column("ref_us", "(us/call)", 10, ".2f", "ref host"),
+    Column("over_ref", "(x)", 7, ".2f", "vs ref"),
+]
+
+
+def overhead_cases(dev: Device):
+    """(op, path, call, reference name, reference call) for every op at a small size."""
+    n, k, L = OVERHEAD_N, 4, OVERHEAD_SEGMENTS
+    d = dev.torch_device
+    g = torch.Generator().manual_seed(SEED)
+    a = torch.randn(n, generator=g).to(d)
+    b = torch.randn(n, generator=g).to(d)
+    out = torch.empty_like(a)
+    off = make_offsets(n, L, SEED)
+    off_t = torch.from_numpy(off)
+    v = torch.randn(k, n, generator=g).to(d)
+    gm, rhs = ops.gram(v, off, v.mean(0))
+    w = torch.full((L, k), 0.25, dtype=torch.float64, device=d)
+    dots = ops.segment_dots(a, b, off)
+    coef = torch.full((L,), 0.5, dtype=torch.float64, device=d)
+    gsq = torch.randn(L, k, k, dtype=torch.float64, generator=g).to(d)
+    gsq = gsq @ gsq.transpose(1, 2) + torch.eye(k, dtype=torch.float64, device=d)
+    import accord._torch_ops  # noqa: F401  registers torch.ops.accord.* (the dispatched path)
+    acc = torch.ops.accord
+    cases = [
+        ("segment_dots", "ops (torch)", lambda: ops.segment_dots(a, b, off),
+         "torch.dot(a, b)", lambda: torch.dot(a, b)),
+        ("segment_dots", "ops, torch offsets", lambda: ops.segment_dots(a, b, off_t),
+         "torch.dot(a, b)", lambda: torch.dot(a, b)),
+        ("segment_dots", "torch.ops.accord", lambda: acc.segment_dots(a, b, off_t),
+         "torch.dot(a, b)", lambda: torch.dot(a, b)),
+        ("adasum_combine", "ops (torch), out=", lambda: ops.adasum_combine(a, b, off, out=out),
+         "torch.add(a, b, out=)", lambda: torch.add(a, b, out=out)),
+        ("adasum_combine", "ops (torch), dots=", lambda: ops.adasum_combine(a, b, off, out=out,
+                                                                            dots=dots),
+         "torch.add(a, b, out=)", lambda: torch.add(a, b, out=out)),
+        ("adasum_combine", "torch.ops.accord", lambda: acc.adasum_combine_out(
+            a, b, off_t, None, [1.0, 1.0], out),
+         "torch.add(a, b, out=)", lambda: torch.add(a, b, out=out)),
+        ("gram", "ops (torch), k=4", lambda: ops.gram(v, off),
+         "torch.mm(v, v.T)", lambda: torch.mm(v, v.T)),
+        ("solve_spd", "ops (torch), k=4", lambda: ops.solve_spd(gsq, rhs),
+         "torch.linalg.solve", lambda: torch.linalg.solve(gsq, rhs)),
+        ("weighted_sum", "ops (torch), out=", lambda: ops.weighted_sum(v, w, off, out=out),
+         "torch.mv(v.T, w[0], out=)", lambda: torch.mv(v.T, w[0].float(), out=out)),
+        ("axpby", "ops (torch), out=", lambda: ops.axpby(a, b, coef, coef, off, out=out),
+         "torch.add(a, b, alpha=, out=)", lambda: torch.add(a, b, alpha=0.5, out=out)),
+        ("pull_", "ops (torch)", lambda: ops.pull_(out, b, 0.5),
+         "out.lerp_(b, 0.5)", lambda: out.lerp_(b, 0.5)),
+    ]
+    if dev.name == "cpu":
+        an, bn, on = a.numpy(), b.numpy(), out.numpy()
+        cases[1:1] = [("segment_dots", "ops (numpy)", lambda: ops.segment_dots(an, bn, off),
+                       "numpy.dot(a, b)", lambda: np.dot(an, bn))]
+        cases.insert(5, ("adasum_combine", "ops (numpy), out=",
+                         lambda: ops.adasum_combine(an, bn, off, out=on),
+                         "numpy.add(a, b, out=)", lambda: np.add(an, bn, out=on)))
+    return cases
+
+
+def per_call(dev: Device, fn, calls: int) -> tuple[float, float | None]:
+    """(host seconds per call, device seconds per call or None): the loop has no
+    synchronisation inside; on CUDA, events recorded around the batch give its device span."""
+    import time
+    for _ in range(20):
+        fn()
+    dev.sync()
+    if dev.name == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host = (time.perf_counter() - t0) / calls
+    device = None
+    if dev.name == "cuda":
+        end.record()
+        end.synchronize()
+        device = start.elapsed_time(end) * 1e-3 / calls
+    return host, device
+
+
+def overhead_rows(dev: Device, reps: int, calls: int) -> list[dict]:
+    rows = []
+    for op, path, fn, ref_name, ref in overhead_cases(dev):
+        mine, theirs, dmine = [], [], []
+        for _ in range(reps):  # interleaved with the reference: drifts hit both alike
+            h, dv = per_call(dev, fn, calls)
+            mine.append(h)
+            dmine.append(dv)
+            theirs.append(per_call(dev, ref, calls)[0])
+        host, refh = median(mine), median(theirs)
+        rows.append({"op": op, "path": path, "count": OVERHEAD_N, "host_us": host * 1e6,
+                     "device_us": None if dmine[0] is None else median(dmine) * 1e6,
+                     "ref": ref_name, "ref_us": refh * 1e6, "over_ref": host / refh})
+    return rows
+
+
+def overhead_section(dev: Device, reps: int, calls: int) -> tuple[list[dict], bool]:
+    note(f"section 0: per-call overhead, {OVERHEAD_N} float32 elements in {OVERHEAD_SEGMENTS} "
+         f"segments, {calls} calls per timing, median of {reps} (host = wall time of the loop / "
+         "calls, no synchronisation inside; device = CUDA events around the batch / calls)")
+    t0 = Table(OVERHEAD_COLUMNS)
+    t0.print_header()
+    for row in overhead_rows(dev, reps, calls):
+        t0.print_row(row)
+    eager = [r for r in t0.rows if r["path"].startswith("ops (torch)")]
+    worst = max(eager, key=lambda r: r["host_us"])
+    ok = worst["host_us"] <= OVERHEAD_TARGET_US
+    note(f"target eager ops on torch tensors <= {OVERHEAD_TARGET_US:g} us host time per call: "
+         f"worst {worst['op']} {worst['host_us']:.1f} us  {'PASS' if ok else 'MISS'}")
+    return t0.rows, ok
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def parse_args(argv=None):
@@ -307,6 +440,10 @@ def parse_args(argv=None):
                    help="output path (default results/kernels_<device>[_quick].json)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per measurement "
                    "(median reported; default 9, --quick 2)")
+    p.add_argument("--overhead", action="store_true",
+                   help="run only section 0 (per-call host time of every op at a small size)")
+    p.add_argument("--calls", type=int, default=OVERHEAD_CALLS,
+                   help=f"calls per overhead timing (default {OVERHEAD_CALLS})")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: accord's OpenMP threads, for a fair comparison)")
     return p.parse_args(argv)
@@ -339,7 +476,8 @@ def main(argv=None) -> int:
         gram_n, gram_ks = 4 * MiB, [4, 8, 16]
     largest = max(sizes)
 
-    peak = dev.peak_copy_bandwidth(2 * largest, reps)
+    # the overhead-only run moves no large buffers: no bandwidth reference needed
+    peak = dev.peak_copy_bandwidth(2 * largest, reps) if not args.overhead else float("nan")
     theo, theo_how = dev.theoretical_bandwidth()
     run = Run(reps, warmup, segments, peak, theo)
     extra = {
@@ -366,12 +504,22 @@ def main(argv=None) -> int:
     meta = collect_metadata(**extra)
     print_metadata(meta)
 
+    t0_rows, verdicts_0 = overhead_section(dev, 3 if args.quick else max(reps // 2, 3),
+                                           100 if args.quick else args.calls)
+    if args.overhead:
+        path = args.json or f"results/overhead_{args.device}.json"
+        write_json(path, {"metadata": meta, "overhead": t0_rows,
+                          "targets": {"host_us_max": OVERHEAD_TARGET_US, "pass": verdicts_0}})
+        note(f"wrote {path}")
+        return 0
+    note("")
+
     note("section 1: adasum pair (segment_dots + adasum_combine), float32 size sweep")
     t1 = Table(ADASUM_COLUMNS)
     t1.print_header()
     for nbytes in sizes:
         t1.print_row(adasum_row(dev, nbytes, "float32", run))
-    verdicts = {}
+    verdicts = {"overhead": verdicts_0}
     top = next(r for r in t1.rows if r["size"] == largest and r["type"] == "float32")
     verdicts["speedup"] = top["speedup"] >= TARGET_SPEEDUP
     verdicts["bound"] = top["fused_over_bound"] <= TARGET_BOUND
@@ -402,7 +550,7 @@ def main(argv=None) -> int:
     write_json(path, {"metadata": meta, "targets": {
         "speedup_min": TARGET_SPEEDUP, "fused_over_bound_max": TARGET_BOUND,
         "row": {"size": largest, "type": "float32"},
-        "pass": verdicts}, "adasum": t1.rows, "gram": t2.rows, "adasum_16bit": t3.rows})
+        "pass": verdicts}, "overhead": t0_rows, "adasum": t1.rows, "gram": t2.rows, "adasum_16bit": t3.rows})
     note(f"wrote {path}")
     return 0
 

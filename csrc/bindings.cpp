@@ -15,6 +15,8 @@ using accord::Layout;
 
 namespace {
 
+// The device argument of every kernel call: 0 = CPU, 1 + k = cuda:k (accord/_kernels.py's
+// kernel_device). tile_size/workspace_bytes take any CUDA value (they do not depend on k).
 enum Device : int { kCPU = 0, kCUDA = 1 };
 
 template <typename T> T* ptr(uintptr_t address) { return reinterpret_cast<T*>(address); }
@@ -33,10 +35,11 @@ DType to_dtype(int code) {
 
 #if defined(ACCORD_WITH_CUDA)
 #define ACCORD_ON_DEVICE(device, anchor, cpu_call, cuda_call) \
-  do { if ((device) == kCUDA) { accord::cuda::DeviceOf guard(anchor); cuda_call; } else { cpu_call; } } while (0)
+  do { if ((device) >= kCUDA) { accord::cuda::OnDevice guard((device) - kCUDA); cuda_call; } \
+       else { (void)(anchor); cpu_call; } } while (0)
 #else
 #define ACCORD_ON_DEVICE(device, anchor, cpu_call, cuda_call) \
-  do { if ((device) == kCUDA) no_cuda(); cpu_call; } while (0)
+  do { if ((device) >= kCUDA) no_cuda(); (void)(anchor); cpu_call; } while (0)
 #endif
 
 Layout make_layout(uintptr_t offsets, uintptr_t tile_start, int64_t num_segments, int64_t num_tiles,
@@ -54,16 +57,16 @@ Layout make_layout(uintptr_t offsets, uintptr_t tile_start, int64_t num_segments
 
 int64_t tile_size(int device, bool gram) {
 #if defined(ACCORD_WITH_CUDA)
-  if (device == kCUDA) return gram ? accord::cuda::kGramTileSize : accord::cuda::kTileSize;
+  if (device >= kCUDA) return gram ? accord::cuda::kGramTileSize : accord::cuda::kTileSize;
 #else
-  if (device == kCUDA) no_cuda();
+  if (device >= kCUDA) no_cuda();
 #endif
   return gram ? accord::cpu::kGramTileSize : accord::cpu::kTileSize;
 }
 
 int64_t workspace_bytes(int device, const std::string& op, const Layout& layout, int64_t k,
                         bool with_rhs) {
-  if (device != kCUDA) return 0;
+  if (device < kCUDA) return 0;
 #if defined(ACCORD_WITH_CUDA)
   if (op == "segment_dots") return accord::cuda::segment_dots_workspace_bytes(layout);
   if (op == "adasum_combine") return accord::cuda::adasum_combine_workspace_bytes(layout);

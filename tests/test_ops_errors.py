@@ -266,18 +266,31 @@ class _FakeC:
         return self._info["cuda_devices"]
 
 
+def _use_c(monkeypatch, fake):
+    """Swap accord._C for check_cuda_available; its cached (built, device count) answer is
+    dropped now and again after the test."""
+    monkeypatch.setattr(_kernels, "_C", fake)
+    _kernels._cuda_state.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cuda_state():
+    yield
+    _kernels._cuda_state.cache_clear()
+
+
 def test_check_cuda_available_without_cuda_build(monkeypatch):
-    monkeypatch.setattr(_kernels, "_C", _FakeC(cuda=False, devices=0))
+    _use_c(monkeypatch, _FakeC(cuda=False, devices=0))
     with raises(RuntimeError, "grads", "built without CUDA"):
         _kernels.check_cuda_available(_fake_buf(_kernels.CUDA), "grads")
     _kernels.check_cuda_available(_fake_buf(_kernels.CPU), "grads")  # CPU data: fine
 
 
 def test_check_cuda_available_without_gpu(monkeypatch):
-    monkeypatch.setattr(_kernels, "_C", _FakeC(cuda=True, devices=0))
+    _use_c(monkeypatch, _FakeC(cuda=True, devices=0))
     with raises(RuntimeError, "grads", "no usable GPU"):
         _kernels.check_cuda_available(_fake_buf(_kernels.CUDA), "grads")
-    monkeypatch.setattr(_kernels, "_C", _FakeC(cuda=True, devices=2))
+    _use_c(monkeypatch, _FakeC(cuda=True, devices=2))
     _kernels.check_cuda_available(_fake_buf(_kernels.CUDA), "grads")
 
 
@@ -299,7 +312,7 @@ def test_cuda_data_rejected_before_any_kernel(monkeypatch):
     """Through the real validation path: the kernel (which would dereference the fake device
     pointer) must never be reached, whatever this build is."""
     fake_a, fake_b = _fake_cuda_tensor(), _fake_cuda_tensor()
-    monkeypatch.setattr(_kernels, "_C", _FakeC(cuda=True, devices=0))
+    _use_c(monkeypatch, _FakeC(cuda=True, devices=0))
     with raises(RuntimeError, "x", "no usable GPU"):
         _op_impl.axpby(fake_a, fake_b, 1.0, 1.0, None, None)
 
@@ -309,7 +322,7 @@ def test_cuda_tensor_without_cuda_build(monkeypatch):
     error naming the argument and the fix, before any kernel runs."""
     fake_a, fake_b = _fake_cuda_tensor(), _fake_cuda_tensor()
     off = np.array([0, 8])
-    monkeypatch.setattr(_kernels, "_C", _FakeC(cuda=False, devices=0))
+    _use_c(monkeypatch, _FakeC(cuda=False, devices=0))
     with raises(RuntimeError, "a", "CUDA tensor", "without CUDA", "ACCORD_WITH_CUDA"):
         _op_impl.segment_dots(fake_a, fake_b, off)
     with raises(RuntimeError, "a", "CUDA tensor", "without CUDA"):

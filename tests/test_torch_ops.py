@@ -134,3 +134,152 @@ def test_torch_ops_low_precision_fake(case):
                                                          device=a.device), foff)]
     for r, f in zip(real, fake):
         assert (r.dtype, tuple(r.shape), r.device) == (f.dtype, tuple(f.shape), f.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eager fast path: plain eager calls skip torch.ops dispatch, everything traced keeps it.
+
+
+class _Dispatched(Exception):
+    pass
+
+
+def _forbid_dispatch(monkeypatch):
+    """Make every torch.ops.accord wrapper in accord._torch_ops raise when called."""
+    def boom(*args, **kwargs):
+        raise _Dispatched
+    for name in ("segment_dots", "adasum_combine", "adasum_combine_out", "gram", "solve_spd",
+                 "weighted_sum", "weighted_sum_out", "axpby", "axpby_out"):
+        monkeypatch.setattr(accord._torch_ops, name, boom)
+
+
+def _every_public_call():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(11, generator=g), torch.randn(11, generator=g)
+    off = np.array([0, 4, 4, 11], np.int64)
+    v = torch.randn(3, 11, generator=g)
+    gm, rhs = ops.gram(v, off, a)
+    w = torch.rand(3, 3, dtype=torch.float64, generator=g)
+    out = torch.empty(11)
+    return [lambda: ops.segment_dots(a, b, off),
+            lambda: ops.segment_dots(a, b, torch.from_numpy(off)),
+            lambda: ops.adasum_combine(a, b, off),
+            lambda: ops.adasum_combine(a, b, off, out=out, dots=ops.segment_dots(a, b, off)),
+            lambda: ops.gram(v, off, a),
+            lambda: ops.solve_spd(gm, rhs),
+            lambda: ops.weighted_sum(v, w, off, out=out),
+            lambda: ops.axpby(a, b, 0.5, 2.0, off),
+            lambda: ops.pull_(out, a, 0.25)]
+
+
+def test_eager_calls_skip_dispatch(monkeypatch):
+    def results(calls):  # cloned: some calls write into a shared out
+        return [tuple(x.clone() for x in (r if isinstance(r, tuple) else (r,)))
+                for r in (call() for call in calls)]
+    with monkeypatch.context() as m:  # the reference goes through torch.ops.accord
+        m.setattr(ops, "_eager", lambda *tensors: False)
+        expected = results(_every_public_call())
+    _forbid_dispatch(monkeypatch)
+    got = results(_every_public_call())
+    for g, e in zip(got, expected):
+        assert all(torch.equal(x, y) for x, y in zip(g, e))
+
+
+def test_traced_calls_keep_dispatch(monkeypatch):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    _forbid_dispatch(monkeypatch)
+    a = torch.randn(8)
+    with pytest.raises(_Dispatched):  # requires_grad with grad mode on: the custom op decides
+        ops.segment_dots(a.clone().requires_grad_(), a, [0, 8])
+    with FakeTensorMode() as mode:  # a dispatch mode is active, the tensors are fake
+        fa = mode.from_tensor(a)
+        with pytest.raises(_Dispatched):
+            ops.segment_dots(fa, fa, torch.tensor([0, 8]))
+    with pytest.raises(_Dispatched):  # functorch transforms see the op through dispatch
+        torch.func.vmap(lambda x: ops.segment_dots(x, x, torch.tensor([0, 8])))(a[None])
+
+
+def test_requires_grad_behaviour():
+    """Grad mode on + an input that requires grad: the custom op's behaviour (an output with a
+    grad_fn whose backward raises). Grad mode off: the fast path, no graph."""
+    a, b = torch.randn(8, requires_grad=True), torch.randn(8)
+    d = ops.segment_dots(a, b, [0, 8])
+    assert d.requires_grad and d.grad_fn is not None
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        d.sum().backward()
+    with torch.no_grad():
+        d2 = ops.segment_dots(a, b, [0, 8])
+    assert not d2.requires_grad and torch.equal(d.detach(), d2)
+
+
+def test_segment_dots_out():
+    a, b = torch.randn(11), torch.randn(11)
+    off = np.array([0, 4, 4, 11], np.int64)
+    out = torch.empty(3, 3, dtype=torch.float64)
+    assert ops.segment_dots(a, b, off, out=out) is out
+    assert torch.equal(out, ops.segment_dots(a, b, off))
+    with pytest.raises(ValueError, match="float64 with shape"):
+        ops.segment_dots(a, b, off, out=torch.empty(3, 3))
+    on = np.empty((3, 3))
+    assert ops.segment_dots(a.numpy(), b.numpy(), off, out=on) is on
+    assert np.array_equal(on, out.numpy())
+
+
+@pytest.mark.cuda
+def test_cuda_graph_capture_dots_combine():
+    """segment_dots(out=) + adasum_combine(out=, dots=) captured in a CUDA graph: replays
+    follow new inputs and give the eager results bit for bit."""
+    dev = torch.device("cuda")
+    g = torch.Generator().manual_seed(3)
+    n = 3 * 8192 + 77  # several tiles, a ragged one
+    off = np.array([0, 100, 100, 9000, n], np.int64)
+    a = torch.randn(n, generator=g).to(dev)
+    b = torch.randn(n, generator=g).to(dev)
+    dots = torch.empty(4, 3, dtype=torch.float64, device=dev)
+    out = torch.empty_like(a)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on the capturing stream: plan, workspace
+        ops.segment_dots(a, b, off, out=dots)
+        ops.adasum_combine(a, b, off, out=out, dots=dots)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        ops.segment_dots(a, b, off, out=dots)
+        ops.adasum_combine(a, b, off, out=out, dots=dots)
+    for _ in range(3):
+        a.copy_(torch.randn(n, generator=g).to(dev))
+        b.copy_(torch.randn(n, generator=g).to(dev))
+        graph.replay()
+        torch.cuda.synchronize()
+        ref_dots = ops.segment_dots(a, b, off)
+        assert torch.equal(dots, ref_dots)
+        assert torch.equal(out, ops.adasum_combine(a, b, off, dots=ref_dots))
+
+
+@pytest.mark.cuda
+def test_ops_on_second_gpu_leave_current_device():
+    """Buffers on cuda:1 with cuda:0 current: the kernels run on cuda:1, on its current stream,
+    and the current device stays cuda:0."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    torch.cuda.set_device(0)
+    a = torch.randn(5000, device="cuda:1")
+    b = torch.randn(5000, device="cuda:1")
+    off = np.array([0, 1000, 5000], np.int64)
+    d = ops.segment_dots(a, b, off)
+    out = ops.adasum_combine(a, b, off, dots=d)
+    assert d.device == out.device == torch.device("cuda:1")
+    assert torch.cuda.current_device() == 0
+    ref = ops.segment_dots(a.cpu(), b.cpu(), off)
+    assert torch.allclose(d.cpu(), ref, rtol=1e-10)
+
+
+def test_layout_cache_survives_caller_mutating_offsets():
+    a, b = torch.randn(12), torch.randn(12)
+    off = np.array([0, 5, 12], np.int64)
+    first = ops.segment_dots(a, b, off).clone()
+    off[1] = 7  # the caller reuses its array for another layout
+    second = ops.segment_dots(a, b, off)
+    assert torch.equal(second, ops.segment_dots(a, b, np.array([0, 7, 12], np.int64)))
+    assert torch.equal(ops.segment_dots(a, b, np.array([0, 5, 12], np.int64)), first)

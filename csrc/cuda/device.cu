@@ -14,21 +14,15 @@ int device_count() {
   return count;
 }
 
-DeviceOf::DeviceOf(const void* ptr) {
-  cudaPointerAttributes attr;
-  if (ptr == nullptr || cudaPointerGetAttributes(&attr, ptr) != cudaSuccess) {
-    cudaGetLastError();
-    return;
-  }
+OnDevice::OnDevice(int index) {
   int current = 0;
-  if (attr.type == cudaMemoryTypeDevice && cudaGetDevice(&current) == cudaSuccess &&
-      current != attr.device) {
+  if (cudaGetDevice(&current) == cudaSuccess && current != index) {
     previous_ = current;
-    cudaSetDevice(attr.device);
+    cudaSetDevice(index);
   }
 }
 
-DeviceOf::~DeviceOf() {
+OnDevice::~OnDevice() {
   if (previous_ >= 0) cudaSetDevice(previous_);
 }
 

@@ -11,12 +11,21 @@ import sys
 import numpy as np
 
 __all__ = ["is_tensor", "torch_module", "numel", "addr", "describe", "is_contiguous",
-           "flat_view", "scale_", "BoundedCache"]
+           "flat_view", "scale_", "BoundedCache", "empty_tensor"]
+
+
+_TENSOR_TYPES: dict = {}  # type -> is it a tensor type; a handful of entries per process
 
 
 def is_tensor(x) -> bool:
     """True for a torch tensor (any subclass), without importing torch."""
-    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+    t = type(x)
+    known = _TENSOR_TYPES.get(t)
+    if known is None:
+        known = t.__module__.startswith("torch") and hasattr(x, "data_ptr")
+        if len(_TENSOR_TYPES) < 256:  # remembered per type: it is called several times per op
+            _TENSOR_TYPES[t] = known
+    return known
 
 
 def torch_module():
@@ -25,6 +34,19 @@ def torch_module():
     if torch is None:
         import torch
     return torch
+
+
+def empty_tensor(n: int, dtype, device):
+    """An uninitialised 1-D tensor of n elements. CPU tensors get numpy's memory
+    (``torch.from_numpy``): numpy asks the kernel for transparent huge pages on large
+    allocations (``madvise(MADV_HUGEPAGE)``), torch's CPU allocator does not, and on machines
+    where huge pages are madvise-only, an MPI single-copy exchange or allreduce of a 64 MiB
+    buffer in 4 KiB pages is measurably slower (docs/collectives.md)."""
+    torch = torch_module()
+    if torch.device(device).type != "cpu":
+        return torch.empty(n, dtype=dtype, device=device)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return torch.from_numpy(np.empty(n * itemsize, dtype=np.uint8)).view(dtype)
 
 
 def numel(x) -> int:

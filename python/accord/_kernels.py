@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from functools import lru_cache
 
 import numpy as np
 
 from . import _C
-from ._buffers import BoundedCache, is_tensor, torch_module
+from ._buffers import BoundedCache, empty_tensor, is_tensor, torch_module
 
 CPU, CUDA = 0, 1
 FLOAT32, FLOAT64, FLOAT16, BFLOAT16 = 0, 1, 2, 3
@@ -37,11 +38,15 @@ if os.environ.get("ACCORD_CPU_ISA", "portable") not in CPU_ISAS:
 MAX_SOLVE_K: int = _C.max_solve_k
 
 
-@lru_cache(maxsize=None)
+_TORCH_CODES: dict = {}  # filled on the first tensor (torch is not imported before)
+
+
 def _torch_codes():
-    torch = torch_module()
-    return {torch.float32: FLOAT32, torch.float64: FLOAT64, torch.float16: FLOAT16,
-            torch.bfloat16: BFLOAT16}
+    if not _TORCH_CODES:
+        torch = torch_module()
+        _TORCH_CODES.update({torch.float32: FLOAT32, torch.float64: FLOAT64,
+                             torch.float16: FLOAT16, torch.bfloat16: BFLOAT16})
+    return _TORCH_CODES
 
 
 def dtype_code(obj, name: str) -> int:
@@ -60,32 +65,45 @@ def dtype_code(obj, name: str) -> int:
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(obj).__name__}")
 
 
-class Buf:
-    """A validated view of one argument: framework, dtype code, device, address, shape."""
+def kernel_device(device: int, cuda_index) -> int:
+    """The ``device`` argument of the ``_C`` kernels: 0 for the CPU, 1 + k for cuda:k. The
+    kernels make cuda:k current from this number, with no pointer query per launch."""
+    return CPU if device == CPU else CUDA + (cuda_index or 0)
 
-    __slots__ = ("obj", "tensor", "code", "device", "ptr", "shape", "cuda_index")
+
+class Buf:
+    """A validated view of one argument: framework, dtype code, device, address, shape.
+    ``kdev`` is the device argument of the ``_C`` calls (:func:`kernel_device`)."""
+
+    __slots__ = ("obj", "tensor", "code", "device", "ptr", "shape", "cuda_index", "kdev")
 
     def __init__(self, obj, name: str):
         self.obj = obj
-        self.code = dtype_code(obj, name)
         if is_tensor(obj):
+            codes = _TORCH_CODES or _torch_codes()
+            code = codes.get(obj.dtype)
+            if code is None:
+                dtype_code(obj, name)  # raises, naming the argument
+            self.code = code
             self.tensor = True
             if not obj.is_contiguous():
                 raise ValueError(f"{name} must be contiguous; call .contiguous() first")
             dev = obj.device
-            if dev.type == "cuda":
+            if dev.type == "cpu":
+                self.device, self.cuda_index, self.kdev = CPU, None, CPU
+            elif dev.type == "cuda":
                 self.device, self.cuda_index = CUDA, dev.index
-            elif dev.type == "cpu":
-                self.device, self.cuda_index = CPU, None
+                self.kdev = CUDA + dev.index
             else:
                 raise ValueError(f"{name} is on device {dev}; accord supports cpu and cuda")
             self.ptr = obj.data_ptr()
             self.shape = tuple(obj.shape)
         else:
+            self.code = dtype_code(obj, name)
             self.tensor = False
             if not obj.flags.c_contiguous:
                 raise ValueError(f"{name} must be C-contiguous; use np.ascontiguousarray")
-            self.device, self.cuda_index = CPU, None
+            self.device, self.cuda_index, self.kdev = CPU, None, CPU
             self.ptr = obj.ctypes.data
             self.shape = obj.shape
 
@@ -110,13 +128,22 @@ def _device_name(b: Buf) -> str:
     return "cpu" if b.device == CPU else f"cuda:{b.cuda_index}"
 
 
+@lru_cache(maxsize=None)
+def _cuda_state():
+    """(built with CUDA, visible GPU count), asked once: neither changes inside a process (the
+    CUDA runtime reads CUDA_VISIBLE_DEVICES once), and build_info() builds a dict per call."""
+    built = bool(_C.build_info()["cuda"])
+    return built, (_C.cuda_device_count() if built else 0)
+
+
 def check_cuda_available(buf: Buf, name: str) -> None:
     if buf.device != CUDA:
         return
-    if not _C.build_info()["cuda"]:
+    built, count = _cuda_state()
+    if not built:
         raise RuntimeError(f"{name} is a CUDA tensor but accord was built without CUDA kernels; "
                            "reinstall with nvcc on PATH (or ACCORD_WITH_CUDA=1)")
-    if _C.cuda_device_count() == 0:
+    if count == 0:
         raise RuntimeError(f"{name} is a CUDA tensor but no usable GPU is visible to accord")
 
 
@@ -152,9 +179,12 @@ def host_offsets(offsets, length: int, name: str = "offsets") -> np.ndarray:
 class Plan:
     """Tile tables for one layout on one device, cached: a training loop reuses its layout."""
 
-    __slots__ = ("offsets", "tile_start", "layout", "keep", "num_segments")
+    __slots__ = ("offsets", "tile_start", "layout", "keep", "num_segments", "ws_bytes")
 
     def __init__(self, offsets: np.ndarray, device: int, cuda_index, gram: bool):
+        # a private copy: plans are cached by the offsets' contents, and the caller's array
+        # (which the kernels would otherwise read through) may be changed after the call
+        offsets = np.array(offsets, dtype=np.int64, copy=True)
         tile = _C.tile_size(device, gram)
         lengths = np.diff(offsets)
         tile_start = np.zeros(offsets.shape[0], dtype=np.int64)
@@ -170,6 +200,14 @@ class Plan:
             self.keep = (offsets, tile_start)
             ptrs = (offsets.ctypes.data, tile_start.ctypes.data)
         self.layout = _C.Layout(ptrs[0], ptrs[1], self.num_segments, int(tile_start[-1]), tile)
+        self.ws_bytes = {}  # (op, k, with_rhs) -> CUDA workspace bytes
+
+    def workspace_bytes(self, op: str, k: int = 0, with_rhs: bool = False) -> int:
+        key = (op, k, with_rhs)
+        n = self.ws_bytes.get(key)
+        if n is None:
+            n = self.ws_bytes[key] = _C.workspace_bytes(CUDA, op, self.layout, k, with_rhs)
+        return n
 
 
 _PLANS = BoundedCache(1024)
@@ -178,6 +216,46 @@ _PLANS = BoundedCache(1024)
 def plan(offsets: np.ndarray, buf: Buf, gram: bool = False) -> Plan:
     key = (offsets.tobytes(), buf.device, buf.cuda_index, gram)
     return _PLANS.get_or_make(key, lambda: Plan(offsets, buf.device, buf.cuda_index, gram))
+
+
+# Validated layouts by the caller's offsets: (offsets bytes, length, device, gram) -> Plan. A
+# training loop passes the same offsets every call; validating them (host_offsets: several
+# numpy reductions) and hashing them again cost more than a small kernel.
+_LAYOUTS = BoundedCache(1024)
+
+
+def _offsets_key(offsets):
+    """Bytes identifying int64 1-D offsets cheaply, or None (anything else: validate fully)."""
+    if type(offsets) is np.ndarray:
+        if offsets.dtype == np.int64 and offsets.ndim == 1:
+            return offsets.tobytes()
+        return None
+    if is_tensor(offsets) and offsets.dtype is _torch_int64() and offsets.dim() == 1 \
+            and offsets.device.type == "cpu" and not offsets.requires_grad:
+        return offsets.numpy().tobytes()
+    return None
+
+
+@lru_cache(maxsize=None)
+def _torch_int64():
+    return torch_module().int64
+
+
+def layout_plan(offsets, length: int, buf: Buf, gram: bool = False, name: str = "offsets") -> Plan:
+    """``plan(host_offsets(offsets, length), buf, gram)``, cached on the offsets' contents: a
+    repeated layout costs one ``tobytes`` and one dict lookup."""
+    if offsets is None:  # one segment over the whole buffer
+        raw, offsets = b"", np.array([0, length], np.int64)
+    else:
+        raw = _offsets_key(offsets)
+    if raw is None:
+        return plan(host_offsets(offsets, length, name), buf, gram)
+    key = (raw, length, buf.device, buf.cuda_index, gram)
+    p = _LAYOUTS.get(key)
+    if p is None:
+        p = plan(host_offsets(offsets, length, name), buf, gram)
+        _LAYOUTS.get_or_make(key, lambda: p)
+    return p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,20 +288,60 @@ def float64_array(values, like: Buf, name: str, shape):
     return t
 
 
-def workspace(buf: Buf, op: str, p: Plan, k: int = 0, with_rhs: bool = False):
-    if buf.device != CUDA:
-        return None, 0
-    nbytes = _C.workspace_bytes(CUDA, op, p.layout, k, with_rhs)
-    torch = torch_module()
-    ws = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=buf.obj.device)
+class _Workspaces(threading.local):
+    """CUDA workspace per (thread, device, stream), grown by doubling and reused.
+
+    Reuse is safe because every kernel that reads a workspace is enqueued on that stream by
+    that thread, after the previous user. Nothing is allocated per call, so a call whose
+    workspace was prepared beforehand (a warm-up on the capturing stream) can be captured in
+    a CUDA graph. Outgrown buffers are kept (``retired``): a captured graph may still hold
+    their addresses; doubling bounds them to the size of the live one.
+    """
+
+    def __init__(self):
+        self.live = {}
+        self.retired = []
+
+
+_WORKSPACES = _Workspaces()
+
+
+def cuda_workspace(device, stream_handle: int, nbytes: int):
+    """(tensor, address) of at least ``nbytes`` on ``device`` for use on ``stream_handle``."""
+    key = (device, stream_handle)
+    ws = _WORKSPACES.live.get(key)
+    if ws is None or ws.numel() < nbytes:
+        if ws is not None:
+            _WORKSPACES.retired.append(ws)
+        size = max(nbytes, 2 * ws.numel() if ws is not None else 4096)
+        torch = torch_module()
+        ws = _WORKSPACES.live[key] = torch.empty(size, dtype=torch.uint8, device=device)
     return ws, ws.data_ptr()
 
 
+def workspace(buf: Buf, op: str, p: Plan, k: int = 0, with_rhs: bool = False,
+              stream_handle: int | None = None):
+    if buf.device != CUDA:
+        return None, 0
+    nbytes = p.workspace_bytes(op, k, with_rhs)
+    if stream_handle is None:
+        stream_handle = stream(buf)
+    return cuda_workspace(buf.obj.device, stream_handle, nbytes)
+
+
 def stream(buf: Buf) -> int:
+    """The caller's current stream on the buffer's device (every op runs there)."""
     if buf.device != CUDA:
         return 0
+    return current_stream_handle(buf.cuda_index)
+
+
+def current_stream_handle(index: int) -> int:
     torch = torch_module()
-    return torch.cuda.current_stream(buf.obj.device).cuda_stream
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:  # one C call instead of building a torch.cuda.Stream object
+        return raw(index)
+    return torch.cuda.current_stream(index).cuda_stream
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,19 +353,20 @@ ITEMSIZE = {FLOAT32: 4, FLOAT64: 8, FLOAT16: 2, BFLOAT16: 2}
 class Flat:
     """A validated, contiguous 1-D buffer the collectives run kernels on by address."""
 
-    __slots__ = ("obj", "code", "device", "ptr", "itemsize", "n", "stream", "cuda_index")
+    __slots__ = ("obj", "code", "device", "ptr", "itemsize", "n", "stream", "cuda_index", "kdev")
 
     def __init__(self, obj, name: str = "tensor"):
         if type(obj) is np.ndarray:  # fast path (the 4 KiB allreduce latency): same checks
             code = _NUMPY_CODES.get(obj.dtype)
             if code is not None and obj.flags.c_contiguous:
                 self.obj, self.code, self.device, self.ptr = obj, code, CPU, obj.ctypes.data
+                self.kdev = CPU
                 self.cuda_index, self.itemsize, self.n, self.stream = None, ITEMSIZE[code], obj.size, 0
                 return
         b = Buf(obj, name)
         check_cuda_available(b, name)
         self.obj, self.code, self.device, self.ptr = obj, b.code, b.device, b.ptr
-        self.cuda_index = b.cuda_index
+        self.cuda_index, self.kdev = b.cuda_index, b.kdev
         self.itemsize = ITEMSIZE[b.code]
         self.n = math.prod(b.shape)
         self.stream = stream(b)
@@ -259,14 +378,10 @@ class Flat:
         """An uninitialised buffer of n elements of this dtype (or float64), same device."""
         if is_tensor(self.obj):
             torch = torch_module()
-            return torch.empty(n, dtype=torch.float64 if float64 else self.obj.dtype,
-                               device=self.obj.device)
+            return empty_tensor(n, torch.float64 if float64 else self.obj.dtype, self.obj.device)
         return np.empty(n, dtype=np.float64 if float64 else self.obj.dtype)
 
     def workspace(self, op: str, p: Plan):
         if self.device != CUDA:
             return None, 0
-        nbytes = _C.workspace_bytes(CUDA, op, p.layout, 0, False)
-        torch = torch_module()
-        ws = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=self.obj.device)
-        return ws, ws.data_ptr()
+        return cuda_workspace(self.obj.device, self.stream, p.workspace_bytes(op))

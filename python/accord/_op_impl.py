@@ -12,9 +12,10 @@ from numbers import Real
 import numpy as np
 
 from . import _C
-from ._buffers import addr, torch_module
-from ._kernels import (CUDA, MAX_SOLVE_K, Buf, check_cuda_available, empty, float64_array,
-                       host_offsets, plan, same_kind, stream, workspace)
+from ._buffers import BoundedCache, addr
+from ._kernels import (CUDA, MAX_SOLVE_K, Buf, check_cuda_available, cuda_workspace, empty,
+                       float64_array, host_offsets, layout_plan, plan, same_kind, stream,
+                       workspace)
 
 def numel_of(buf: Buf) -> int:
     return math.prod(buf.shape)
@@ -44,12 +45,21 @@ def offsets_for(offsets, length):
 
 
 
-def segment_dots(a, b, offsets):
+def segment_dots(a, b, offsets, out=None):
     ba, bb = flat_pair(a, b)
-    p = plan(host_offsets(offsets, numel_of(ba)), ba)
-    dots = empty(ba, (p.num_segments, 3), float64=True)
-    keep, ws = workspace(ba, "segment_dots", p)
-    _C.segment_dots(ba.code, ba.device, ba.ptr, bb.ptr, p.layout, addr(dots), ws, stream(ba))
+    p = layout_plan(offsets, numel_of(ba), ba)
+    if out is None:
+        dots = empty(ba, (p.num_segments, 3), float64=True)
+    else:
+        bo = Buf(out, "out")
+        same_kind(ba, bo, "out", "the inputs", dtype=False)
+        if bo.dtype_name != "float64" or bo.shape != (p.num_segments, 3):
+            raise ValueError(f"out must be float64 with shape {(p.num_segments, 3)}, got "
+                             f"{bo.dtype_name} {bo.shape}")
+        dots = out
+    st = stream(ba)
+    keep, ws = workspace(ba, "segment_dots", p, stream_handle=st)
+    _C.segment_dots(ba.code, ba.kdev, ba.ptr, bb.ptr, p.layout, addr(dots), ws, st)
     return dots
 
 
@@ -64,15 +74,17 @@ def check_weights(weights):
 def adasum_combine(a, b, offsets, out, dots, weights):
     ba, bb = flat_pair(a, b)
     wa, wb = check_weights(weights)
-    p = plan(host_offsets(offsets, numel_of(ba)), ba)
+    p = layout_plan(offsets, numel_of(ba), ba)
     if out is None:
         out = empty(ba, ba.shape)
     bo = out_buf(out, ba, ba.shape)
     if dots is not None:
         dots = float64_array(dots, ba, "dots", (p.num_segments, 3))
-    keep, ws = workspace(ba, "adasum_combine", p) if dots is None else (None, 0)
-    _C.adasum_combine(ba.code, ba.device, ba.ptr, bb.ptr, bo.ptr, p.layout, addr(dots), wa, wb,
-                      ws, stream(ba))
+    st = stream(ba)
+    keep, ws = (workspace(ba, "adasum_combine", p, stream_handle=st) if dots is None
+                else (None, 0))
+    _C.adasum_combine(ba.code, ba.kdev, ba.ptr, bb.ptr, bo.ptr, p.layout, addr(dots), wa, wb,
+                      ws, st)
     return out
 
 
@@ -93,12 +105,12 @@ def gram(vectors, offsets, rhs):
         same_kind(bv, br, "rhs", "vectors")
         if numel_of(br) != n:
             raise ValueError(f"rhs must have n={n} elements (one row of vectors), got {br.shape}")
-    p = plan(host_offsets(offsets, n), bv, gram=True)
+    p = layout_plan(offsets, n, bv, gram=True)
     g = empty(bv, (p.num_segments, k, k), float64=True)
     r = empty(bv, (p.num_segments, k), float64=True) if br is not None else None
-    keep, ws = workspace(bv, "gram", p, k, br is not None)
-    _C.gram(bv.code, bv.device, bv.ptr, k, br.ptr if br else 0, p.layout, addr(g), addr(r), ws,
-            stream(bv))
+    st = stream(bv)
+    keep, ws = workspace(bv, "gram", p, k, br is not None, stream_handle=st)
+    _C.gram(bv.code, bv.kdev, bv.ptr, k, br.ptr if br else 0, p.layout, addr(g), addr(r), ws, st)
     if br is not None and br.ptr == 0:
         # an empty (n = 0) torch tensor has data_ptr() 0, which the kernel reads as "no rhs" and
         # leaves rhs_dots unwritten: the products over empty segments are 0
@@ -122,21 +134,20 @@ def solve_spd(gram, rhs, ridge):
         raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
     check_cuda_available(bg, "gram")
     x = empty(bg, (L, k), float64=True)
+    st = stream(bg)
     if bg.device == CUDA:
-        nbytes = _C.workspace_bytes(CUDA, "solve_spd", plan(np.zeros(L + 1, np.int64), bg).layout, k)
-        torch = torch_module()
-        ws_t = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=gram.device)
-        ws = ws_t.data_ptr()
+        p = plan(np.zeros(L + 1, np.int64), bg)
+        keep, ws = cuda_workspace(gram.device, st, p.workspace_bytes("solve_spd", k))
     else:
         ws = 0
-    _C.solve_spd(bg.device, bg.ptr, br.ptr, L, k, float(ridge), addr(x), ws, stream(bg))
+    _C.solve_spd(bg.kdev, bg.ptr, br.ptr, L, k, float(ridge), addr(x), ws, st)
     return x
 
 
 def weighted_sum(vectors, weights, offsets, out):
     bv = vectors_buf(vectors)
     k, n = bv.shape
-    p = plan(host_offsets(offsets, n), bv)
+    p = layout_plan(offsets, n, bv)
     w = float64_array(weights, bv, "weights", (p.num_segments, k))
     if out is None:
         out = empty(bv, (n,))
@@ -144,25 +155,34 @@ def weighted_sum(vectors, weights, offsets, out):
     same_kind(bv, bo, "out", "vectors")
     if numel_of(bo) != n:
         raise ValueError(f"out must have n={n} elements, got shape {bo.shape}")
-    _C.weighted_sum(bv.code, bv.device, bv.ptr, k, addr(w), p.layout, bo.ptr, stream(bv))
+    _C.weighted_sum(bv.code, bv.kdev, bv.ptr, k, addr(w), p.layout, bo.ptr, stream(bv))
     return out
+
+
+# Per-segment coefficient arrays made from one number (pull_'s strength, axpby's scalars), by
+# (value, segments, framework, device): read-only to the kernels, so one copy serves every call
+# (on CUDA a fresh one would be a host-to-device copy per call).
+_SCALAR_COEFFS = BoundedCache(256)
 
 
 def segment_coefficient(value, like: Buf, name: str, num_segments: int):
     if isinstance(value, Real):
+        value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")
-        value = np.full(num_segments, float(value))
+        key = (value, num_segments, like.tensor, like.device, like.cuda_index)
+        return _SCALAR_COEFFS.get_or_make(key, lambda: float64_array(
+            np.full(num_segments, value), like, name, (num_segments,)))
     return float64_array(value, like, name, (num_segments,))
 
 
 def axpby(x, y, alpha, beta, offsets, out):
     bx, by = flat_pair(x, y, ("x", "y"))
-    p = plan(offsets_for(offsets, numel_of(bx)), bx)
+    p = layout_plan(offsets, numel_of(bx), bx)
     al = segment_coefficient(alpha, bx, "alpha", p.num_segments)
     be = segment_coefficient(beta, bx, "beta", p.num_segments)
     if out is None:
         out = empty(bx, bx.shape)
     bo = out_buf(out, bx, bx.shape)
-    _C.axpby(bx.code, bx.device, bx.ptr, by.ptr, bo.ptr, p.layout, addr(al), addr(be), stream(bx))
+    _C.axpby(bx.code, bx.kdev, bx.ptr, by.ptr, bo.ptr, p.layout, addr(al), addr(be), stream(bx))
     return out

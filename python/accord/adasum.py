@@ -35,6 +35,14 @@ float64 scratch or buffer. The dots (float64) and the combine (the buffer's dtyp
 unchanged, and since a rank's final slice is rounded exactly as its partners receive it, every
 rank still ends with identical bits.
 
+Small buffers (all ranks' inputs together at most ``GATHER_MAX_BYTES``) take another route
+to the same tree: one allgather of every rank's buffer, then every rank computes the whole tree
+locally (fold pairs, then the adjacent-pair levels, same weights) with full-vector dots. One
+synchronisation point instead of 2 log2(p) + 1 (+2 with a fold): latency, not bandwidth, is
+what such buffers pay for. Every rank runs the same kernels on the same gathered bytes, so all
+end with identical bits; the values differ from the VHDD route only by float64 rounding of the
+dots (partial sums over slices there, one pass here).
+
 Not thread-safe: one call at a time per process (scratch and dot buffers are reused).
 """
 from __future__ import annotations
@@ -45,10 +53,13 @@ import sys
 import numpy as np
 
 from . import _C, profiling
-from ._buffers import BoundedCache, addr, is_tensor, scale_
-from ._kernels import Flat, Plan
+from ._buffers import BoundedCache, addr, is_tensor, scale_, torch_module
+from ._kernels import BFLOAT16, CPU, Flat, Plan
 
-__all__ = ["adasum_allreduce_", "adasum_tree_core_layout"]
+__all__ = ["adasum_allreduce_", "adasum_tree_core_layout", "GATHER_MAX_BYTES"]
+
+#: The allgather route is taken when size * buffer bytes is at most this (module doc).
+GATHER_MAX_BYTES = 1 << 20
 
 
 def adasum_tree_core_layout(size: int):
@@ -149,14 +160,15 @@ class AdasumReducer:
         return self._schedules.get_or_make(
             key, lambda: _Schedule(self.comm, self.groups, offsets, flat))
 
-    def _scratch_for(self, flat: Flat, n: int):
-        """(scratch[:n], its address): one reusable buffer per framework/dtype/device."""
+    def _scratch_for(self, flat: Flat, n: int, host_views: bool = False):
+        """(scratch[:n], its address): one reusable buffer per framework/dtype/device;
+        ``host_views``: the scratch as :func:`_host_view` gives it (what the transport moves)."""
         key = (type(flat.obj), flat.code, flat.device, flat.cuda_index)
         entry = self._scratch.get(key)
         if entry is None or len(entry[0]) < n:
             buf = flat.new(max(n, 1))
-            entry = self._scratch[key] = (buf, addr(buf))
-        return entry[0][:n], entry[1]
+            entry = self._scratch[key] = (buf, addr(buf), _host_view(buf, flat.code))
+        return (entry[2] if host_views else entry[0])[:n], entry[1]
 
     def _wire_sendrecv(self, buf, wire: str, sendrecv):
         """(exchange, publish): sendrecvs moving 16-bit values (module doc: compressed
@@ -231,8 +243,19 @@ class AdasumReducer:
             return buf
         s = self._schedule(offsets, flat)
         sendrecv = comm.sendrecv if exchange else _no_sendrecv
+        if wire is not None and str(buf.dtype).split(".")[-1] not in ("float32", "float64"):
+            wire = None
+        # Over MPI a CPU tensor travels as a numpy view of its memory: the per-level slices
+        # then cost numpy's slicing (a fraction of torch's), and MPI takes them unconverted.
+        host_views = flat.device == CPU and type(buf) is not np.ndarray and wire is None and \
+            getattr(comm, "backend", None) == "mpi"
+        result, buf = buf, (_host_view(buf, flat.code) if host_views else buf)
+        if (compute and exchange and wire is None and not self.sharded
+                and flat.n * flat.itemsize * comm.size <= GATHER_MAX_BYTES):
+            self._gathered_tree(flat, buf, s, host_views)
+            return result
         publish = sendrecv  # the sends of final values (allgather, fold-back)
-        if wire is not None and str(buf.dtype).split(".")[-1] in ("float32", "float64"):
+        if wire is not None:
             sendrecv, publish = self._wire_sendrecv(buf, wire, sendrecv)
         dots, combine, dot_allreduce = _dots, _combine, _dot_allreduce
         if profiling.active():  # checked once per call: the levels below stay branch-free
@@ -246,8 +269,8 @@ class AdasumReducer:
             if s.donor:
                 sendrecv(buf, s.fold_partner, empty, s.fold_partner)
                 publish(empty, s.fold_partner, buf, s.fold_partner)
-                return buf
-            theirs, theirs_ptr = self._scratch_for(flat, flat.n)
+                return result
+            theirs, theirs_ptr = self._scratch_for(flat, flat.n, host_views)
             sendrecv(empty, s.fold_partner, theirs, s.fold_partner)
             dots_addr = 0
             if compute and self.fold_group is not None:  # sharded: whole-layer dots need a sum
@@ -258,7 +281,7 @@ class AdasumReducer:
                 combine(flat, flat.ptr, theirs_ptr, flat.ptr, s.full_plan, dots_addr, 0.5, 0.5)
 
         if s.levels:
-            scratch, scratch_ptr = self._scratch_for(flat, flat.n - flat.n // 2)
+            scratch, scratch_ptr = self._scratch_for(flat, flat.n - flat.n // 2, host_views)
         for lv in s.levels:
             klo = lv.klo
             sendrecv(buf[lv.olo:lv.ohi], lv.partner, scratch[:lv.khi - klo], lv.partner)
@@ -273,7 +296,48 @@ class AdasumReducer:
             publish(buf[lv.klo:lv.khi], lv.partner, buf[lv.olo:lv.ohi], lv.partner)
         if s.fold_partner is not None:
             publish(buf, s.fold_partner, buf[:0], s.fold_partner)
+        return result
+
+    def _gathered_tree(self, flat: Flat, buf, s: _Schedule, host_views: bool) -> None:
+        """The small-buffer route: one allgather, then the whole tree on every rank."""
+        comm, n = self.comm, flat.n
+        N = comm.size
+        p, r = adasum_tree_core_layout(N)
+        key = ("gather", type(flat.obj), flat.code, flat.device, flat.cuda_index)
+        entry = self._scratch.get(key)
+        if entry is None or len(entry[0]) < N * n:
+            g = flat.new(N * n)
+            entry = self._scratch[key] = (g, addr(g), _host_view(g, flat.code))
+        gathered = (entry[2] if host_views else entry[0])[:N * n]
+        base = entry[1]
+        comm.allgather(buf, gathered)
+        row = [base + i * n * flat.itemsize for i in range(N)]
+        # fold: rank 2i+1's input joins rank 2i's (i < r); then the core in rank order
+        for i in range(r):
+            _combine(flat, row[2 * i], row[2 * i + 1], row[2 * i], s.full_plan, 0, 0.5, 0.5)
+        vals = [row[2 * i] for i in range(r)] + row[2 * r:]
+        counts = [2] * r + [1] * (p - r)
+        while len(vals) > 1:
+            nxt, nc = [], []
+            for j in range(0, len(vals), 2):
+                n1, n2 = counts[j], counts[j + 1]
+                out = flat.ptr if len(vals) == 2 else vals[j]  # the root lands in buf
+                _combine(flat, vals[j], vals[j + 1], out, s.full_plan, 0,
+                         n1 / (n1 + n2), n2 / (n1 + n2))
+                nxt.append(out)
+                nc.append(n1 + n2)
+            vals, counts = nxt, nc
+
+
+def _host_view(buf, code: int):
+    """A CPU tensor as a numpy array over the same memory (bfloat16 as int16, which MPI moves
+    bit for bit); anything else unchanged."""
+    if type(buf) is np.ndarray or buf.device.type != "cpu":
         return buf
+    t = buf.detach()
+    if code == BFLOAT16:
+        t = t.view(torch_module().int16)
+    return t.numpy()
 
 
 def _dot_allreduce(group, dots) -> None:
@@ -287,7 +351,7 @@ def _no_sendrecv(sendbuf, dest, recvbuf, source) -> None:
 def _dots(flat: Flat, a: int, b: int, plan: Plan, dots_addr: int) -> None:
     """Per-layer (a.b, a.a, b.b) into the float64 buffer at ``dots_addr``."""
     keep, ws = flat.workspace("segment_dots", plan) if flat.device else (None, 0)
-    _C.segment_dots(flat.code, flat.device, a, b, plan.layout, dots_addr, ws, flat.stream)
+    _C.segment_dots(flat.code, flat.kdev, a, b, plan.layout, dots_addr, ws, flat.stream)
 
 
 def _combine(flat: Flat, a: int, b: int, out: int, plan: Plan, dots_addr: int, wa: float,
@@ -295,7 +359,7 @@ def _combine(flat: Flat, a: int, b: int, out: int, plan: Plan, dots_addr: int, w
     """The pair rule; ``dots_addr`` 0 means the kernel computes the dots itself."""
     keep, ws = (flat.workspace("adasum_combine", plan) if flat.device and not dots_addr
                 else (None, 0))
-    _C.adasum_combine(flat.code, flat.device, a, b, out, plan.layout, dots_addr, wa, wb, ws,
+    _C.adasum_combine(flat.code, flat.kdev, a, b, out, plan.layout, dots_addr, wa, wb, ws,
                       flat.stream)
 
 

@@ -495,7 +495,7 @@ class ConsensusAggregator:
         else:
             coef_buf = (torch_module().as_tensor(coef, device=flat.obj.device)
                         if flat.device == CUDA else np.ascontiguousarray(coef))
-            _C.weighted_sum(flat.code, flat.device, rows.vec, N, addr(coef_buf),
+            _C.weighted_sum(flat.code, flat.kdev, rows.vec, N, addr(coef_buf),
                             lay.sum_plan.layout, out, flat.stream)
         exchange.gather(comm, flat_view, lay, scr, rank)
         return buf
@@ -513,7 +513,7 @@ class ConsensusAggregator:
             K[:, 0, 0], K[:, 1, 1], K[:, 0, 1], K[:, 1, 0] = d[:, 1], d[:, 2], d[:, 0], d[:, 0]
         else:
             ws = addr(lay.gram_ws) if lay.gram_ws is not None else 0
-            _C.gram(flat.code, flat.device, rows.vec, N, 0, lay.gram_plan.layout,
+            _C.gram(flat.code, flat.kdev, rows.vec, N, 0, lay.gram_plan.layout,
                     addr(scr.gram), 0, ws, flat.stream)
             gram = scr.gram.cpu().numpy() if flat.device == CUDA else scr.gram
             K = gram[:U * N * N].reshape(U, N, N)

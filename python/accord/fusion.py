@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import settings
-from ._buffers import is_tensor, numel, torch_module
+from ._buffers import empty_tensor, is_tensor, numel, torch_module
 
 __all__ = ["Bucket", "plan_buckets", "Fusion", "pack_into", "unpack_from"]
 
@@ -101,7 +101,7 @@ class Fusion:
         if buf is None:
             n = bucket.numel + self.extra
             if bucket.device is not None:
-                buf = torch_module().empty(n, dtype=bucket.dtype, device=bucket.device)
+                buf = empty_tensor(n, bucket.dtype, bucket.device)
             else:
                 buf = np.empty(n, dtype=bucket.dtype)
             self._buffers[copy][bucket.index] = buf

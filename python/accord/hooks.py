@@ -13,9 +13,14 @@ Both hooks reduce DDP's flat bucket buffer in place with accord's algorithms ove
 :class:`accord.comm.TorchCommunicator` of the process group (one per group, cached), with
 per-layer coefficients: the bucket is split into one segment per parameter (from the positions
 of ``bucket.gradients()`` in the buffer), exactly as ``accord.grouped_allreduce(op=Adasum)``
-treats a list of tensors. They return an already completed ``torch.futures.Future`` holding the
-buffer: the reduction runs synchronously in DDP's autograd thread (in bucket order on every
-rank, so no other ordering is needed), as torch's built-in hooks do for gloo. Adasum's result is
+treats a list of tensors. They return a ``torch.futures.Future`` at once and reduce on a
+background thread (one per communicator), which completes the future: DDP's autograd thread
+goes on computing the next buckets' gradients while earlier buckets communicate, as with torch's
+built-in hooks. The thread takes buckets in the order DDP hands them over (the same on every
+rank), one at a time, so the collectives match across ranks. CUDA buckets: the thread makes the
+bucket's device current, waits for the gradients on its own stream through an event recorded
+on DDP's stream, reduces there, and completes a CUDA-aware future (``devices=[...]``), so DDP's
+stream waits for the result without blocking the host. Adasum's result is
 not divided by the world size (Adasum is its own normalisation: parallel gradients give their
 mean, orthogonal ones their sum). The kernels take float16 and bfloat16 buffers, so torch's
 fp16/bf16 compression wrappers work unchanged (on torch builds without CUDA/NCCL, DDP refuses
@@ -30,7 +35,9 @@ rank. The consensus hook catches the aggregator's FloatingPointError (raised on 
 and returns an all-NaN bucket instead, so AMP's GradScaler skips the step on every rank.
 """
 # No `from __future__ import annotations`: DDP checks the hooks' return annotation object.
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -45,6 +52,89 @@ __all__ = ["adasum_hook", "consensus_hook", "ConsensusHookState", "AdasumHookSta
 # One TorchCommunicator per process group the hooks were given, dropped by accord.shutdown().
 _COMMS: dict = {}
 topology.on_shutdown(_COMMS.clear)
+
+# One single-thread worker per communicator: buckets reduce in submission order (DDP's bucket
+# order, identical on every rank). Stopped by accord.shutdown() after the work in flight.
+_WORKERS: dict = {}
+_WORKERS_LOCK = threading.Lock()
+
+
+def _stop_workers():
+    with _WORKERS_LOCK:
+        workers = list(_WORKERS.values())
+        _WORKERS.clear()
+    for w in workers:
+        w.shutdown(wait=True)
+
+
+topology.on_shutdown(_stop_workers)
+
+
+def _worker_for(comm) -> ThreadPoolExecutor:
+    with _WORKERS_LOCK:
+        w = _WORKERS.get(id(comm))
+        if w is None:
+            w = _WORKERS[id(comm)] = ThreadPoolExecutor(max_workers=1,
+                                                        thread_name_prefix="accord-ddp-hook")
+        return w
+
+
+def _in_background(comm, buf, reduce) -> torch.futures.Future:
+    """Run ``reduce()`` (which reduces ``buf`` in place) on ``comm``'s worker thread; the
+    returned future completes with ``buf`` (or the exception) when it is done."""
+    if not _threads_ok(comm):  # an MPI below THREAD_MULTIPLE: reduce here, no overlap
+        reduce()
+        fut = torch.futures.Future()
+        fut.set_result(buf)
+        return fut
+    if buf.is_cuda:
+        device = buf.device
+        fut = torch.futures.Future(devices=[device])
+        ready = torch.cuda.Event()
+        ready.record(torch.cuda.current_stream(device))  # DDP's stream produced the gradients
+
+        def work():
+            try:
+                with torch.cuda.device(device):
+                    stream = _side_stream(device)
+                    stream.wait_event(ready)
+                    with torch.cuda.stream(stream):
+                        buf.record_stream(stream)  # used here, allocated on DDP's stream
+                        reduce()
+                        # a CUDA-aware future records an event on this (current) stream; its
+                        # consumers' streams wait on it
+                        fut.set_result(buf)
+            except BaseException as e:
+                fut.set_exception(e)
+    else:
+        fut = torch.futures.Future()
+
+        def work():
+            try:
+                reduce()
+                fut.set_result(buf)
+            except BaseException as e:
+                fut.set_exception(e)
+    _worker_for(comm).submit(work)
+    return fut
+
+
+def _threads_ok(comm) -> bool:
+    if getattr(comm, "mpi_comm", None) is None:
+        return True  # torch.distributed process groups may be used from any thread
+    from mpi4py import MPI
+    return MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+
+
+_STREAMS: dict = {}
+
+
+def _side_stream(device):
+    """The hooks' own stream on ``device`` (created once, on the worker thread)."""
+    s = _STREAMS.get(device)
+    if s is None:
+        s = _STREAMS[device] = torch.cuda.Stream(device)
+    return s
 
 
 def _comm_for(group):
@@ -74,12 +164,6 @@ def _offsets(bucket, buf) -> np.ndarray:
     return np.array(sorted(bounds), dtype=np.int64)
 
 
-def _done(buf) -> torch.futures.Future[torch.Tensor]:
-    fut = torch.futures.Future()
-    fut.set_result(buf)
-    return fut
-
-
 class AdasumHookState:
     """State of :func:`adasum_hook` for compressed exchanges:
     ``AdasumHookState(process_group=None, compression=accord.Compression.fp16)``. The bucket's
@@ -99,16 +183,18 @@ def adasum_hook(state, bucket) -> torch.futures.Future[torch.Tensor]:
     compression = None
     if isinstance(state, AdasumHookState):
         state, compression = state.process_group, state.compression
-    with profiling.span("accord.hooks.adasum"):
-        offsets, comm = _offsets(bucket, buf), _comm_for(state)
-        wire = getattr(compression, "wire_dtype", None)
-        if is_none(compression) or wire is not None:
-            adasum_allreduce_(buf, offsets, comm, wire)
-        else:
-            small, ctx = compression.compress(buf)
-            adasum_allreduce_(small, offsets, comm)
-            buf.copy_(compression.decompress(small, ctx))
-    return _done(buf)
+    offsets, comm = _offsets(bucket, buf), _comm_for(state)
+    wire = getattr(compression, "wire_dtype", None)
+
+    def reduce():
+        with profiling.span("accord.hooks.adasum"):
+            if is_none(compression) or wire is not None:
+                adasum_allreduce_(buf, offsets, comm, wire)
+            else:
+                small, ctx = compression.compress(buf)
+                adasum_allreduce_(small, offsets, comm)
+                buf.copy_(compression.decompress(small, ctx))
+    return _in_background(comm, buf, reduce)
 
 
 class ConsensusHookState:
@@ -146,9 +232,11 @@ def consensus_hook(state: ConsensusHookState, bucket) -> torch.futures.Future[to
     buf = bucket.buffer()
     offsets = _offsets(bucket, buf)
     key = f"ddp:{bucket.index()}:{zlib.crc32(offsets.tobytes()):08x}"
-    try:
-        with profiling.span("accord.hooks.consensus"):
-            state.aggregator.aggregate_flat_(buf, offsets, key=key)
-    except FloatingPointError:
-        buf.fill_(float("nan"))  # every rank takes this branch (see the module doc)
-    return _done(buf)
+
+    def reduce():
+        try:
+            with profiling.span("accord.hooks.consensus"):
+                state.aggregator.aggregate_flat_(buf, offsets, key=key)
+        except FloatingPointError:
+            buf.fill_(float("nan"))  # every rank takes this branch (see the module doc)
+    return _in_background(state.aggregator.comm, buf, reduce)

@@ -5,10 +5,12 @@ integers from 0 to n, on the host; empty segments are allowed). Reductions accum
 outputs keep the input dtype. Supported dtypes: float32, float64, float16, bfloat16 (bfloat16
 through torch tensors only, numpy has no such dtype).
 
-With torch tensors every op goes through a ``torch.library`` custom op (``torch.ops.accord.*``)
-so it works under ``torch.compile``; numpy arrays call the kernels directly.
+With torch tensors the ops are ``torch.library`` custom ops (``torch.ops.accord.*``), so they
+work under ``torch.compile``, ``make_fx`` and other tracing. An eager call on plain tensors skips
+torch's op dispatch and calls the same implementation directly (see :func:`_eager`); numpy arrays
+always do.
 
-    segment_dots(a, b, offsets)                      -> float64 [L, 3]: a.b, a.a, b.b
+    segment_dots(a, b, offsets, out=None)            -> float64 [L, 3]: a.b, a.a, b.b
     adasum_combine(a, b, offsets, out=None, *, dots=None, weights=(1, 1))
     gram(vectors, offsets, rhs=None)                 -> [L, k, k] (and [L, k] when rhs is given)
     solve_spd(gram, rhs, ridge=0.0)                  -> [L, k]
@@ -32,6 +34,57 @@ __all__ = ["segment_dots", "adasum_combine", "gram", "solve_spd", "weighted_sum"
 def _torch_ops():
     from . import _torch_ops  # registers torch.ops.accord.* on first use
     return _torch_ops
+
+
+_PLAIN_TYPES: tuple = ()   # torch.Tensor, nn.Parameter: set on the first tensor seen
+_TRACING_CHECKS: tuple = ()
+
+
+def _init_eager_checks():
+    global _PLAIN_TYPES, _TRACING_CHECKS
+    torch = torch_module()
+    C = torch._C
+    # Each returns true while something other than plain eager execution is in charge of the
+    # call: then the torch.library op must run, so the tracer records it.
+    checks = [torch.compiler.is_compiling,                      # dynamo / torch.compile
+              lambda: C._get_tracing_state() is not None,       # torch.jit.trace
+              C._len_torch_dispatch_stack,                      # make_fx, FakeTensorMode, ...
+              C._len_torch_function_stack,                      # torch function modes
+              C._are_functorch_transforms_active]               # vmap / grad / functionalize
+    _TRACING_CHECKS = tuple(c for c in checks if c is not None)
+    _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def _eager(*tensors) -> bool:
+    """True when the call can bypass torch.ops dispatch: no tracer, compiler, mode or functorch
+    transform is active, every tensor is a plain ``torch.Tensor``/``nn.Parameter`` (a FakeTensor,
+    FunctionalTensor or fx Proxy is not), and no autograd graph would be recorded (grad mode off,
+    or no input requires grad).
+
+    The ops have no derivative. With grad mode on and an input that requires grad, the call
+    goes through the custom op, which is what defines the behaviour there: outputs carry a
+    grad_fn whose backward raises "no autograd formula". Everything else gives identical
+    results on both paths (same implementation), at a fraction of the host time.
+    """
+    if not _PLAIN_TYPES:
+        _init_eager_checks()
+    for check in _TRACING_CHECKS:
+        if check():
+            return False
+    plain = _PLAIN_TYPES
+    grad = _grad_enabled()
+    for t in tensors:
+        if t is None:
+            continue
+        if type(t) not in plain:
+            return False
+        if grad and t.requires_grad:
+            return False
+    return True
+
+
+def _grad_enabled() -> bool:
+    return torch_module().is_grad_enabled()
 
 
 def _offsets_tensor(offsets, length):
@@ -70,12 +123,23 @@ def _float64_tensor(value, like, name):
 # Public API
 
 
-def segment_dots(a, b, offsets):
-    """Per segment ``(a.b, a.a, b.b)`` as float64 ``[L, 3]``, in one pass over a and b."""
+def segment_dots(a, b, offsets, out=None):
+    """Per segment ``(a.b, a.a, b.b)`` as float64 ``[L, 3]``, in one pass over a and b.
+
+    ``out``: a float64 ``[L, 3]`` buffer to write into (returned). With ``out=`` given (and
+    ``out=``/``dots=`` to :func:`adasum_combine`) a CUDA call allocates nothing and does not
+    synchronise once its layout and workspace exist, so it can be captured in a CUDA graph
+    after one warm-up call on the capturing stream (docs/kernels.md)."""
     if is_tensor(a):
-        _require_tensors("a", b=b)
-        return _torch_ops().segment_dots(a, b, _offsets_tensor(offsets, a.numel()))
-    return _impl.segment_dots(a, b, offsets)
+        _require_tensors("a", b=b, out=out)
+        if _eager(a, b, out, offsets if is_tensor(offsets) else None):
+            return _impl.segment_dots(a, b, offsets, out)
+        dots = _torch_ops().segment_dots(a, b, _offsets_tensor(offsets, a.numel()))
+        if out is None:
+            return dots
+        out.copy_(dots)
+        return out
+    return _impl.segment_dots(a, b, offsets, out)
 
 
 def adasum_combine(a, b, offsets, out=None, *, dots=None, weights=(1, 1)):
@@ -89,6 +153,9 @@ def adasum_combine(a, b, offsets, out=None, *, dots=None, weights=(1, 1)):
     """
     if is_tensor(a):
         _require_tensors("a", b=b, out=out)
+        if _eager(a, b, out, dots if is_tensor(dots) else None):
+            return _impl.adasum_combine(a, b, offsets, out, _float64_tensor(dots, a, "dots"),
+                                        weights)
         _impl.check_weights(weights)
         weights = [float(w) for w in weights]
         dots = _float64_tensor(dots, a, "dots")
@@ -108,6 +175,9 @@ def gram(vectors, offsets, rhs=None):
     """
     if is_tensor(vectors):
         _require_tensors("vectors", rhs=rhs)
+        if _eager(vectors, rhs):
+            g, r = _impl.gram(vectors, offsets, rhs)
+            return g if rhs is None else (g, r)
         g, r = _torch_ops().gram(vectors, _offsets_tensor(offsets, vectors.shape[-1]), rhs)
     else:
         g, r = _impl.gram(vectors, offsets, rhs)
@@ -123,6 +193,8 @@ def solve_spd(gram, rhs, ridge=0.0):
     """
     if is_tensor(gram):
         _require_tensors("gram", rhs=rhs)
+        if _eager(gram, rhs):
+            return _impl.solve_spd(gram, rhs, ridge)
         return _torch_ops().solve_spd(gram, rhs, float(ridge))
     return _impl.solve_spd(gram, rhs, ridge)
 
@@ -132,6 +204,8 @@ def weighted_sum(vectors, weights, offsets, out=None):
     if is_tensor(vectors):
         _require_tensors("vectors", out=out)
         weights = _float64_tensor(weights, vectors, "weights")
+        if _eager(vectors, out, weights):
+            return _impl.weighted_sum(vectors, weights, offsets, out)
         t = _torch_ops()
         off = _offsets_tensor(offsets, vectors.shape[-1])
         if out is None:
@@ -145,6 +219,9 @@ def axpby(x, y, alpha, beta, offsets=None, out=None):
     """``out = alpha * x + beta * y``; alpha and beta are numbers or per-segment ``[L]`` arrays."""
     if is_tensor(x):
         _require_tensors("x", y=y, out=out)
+        if _eager(x, y, out, alpha if is_tensor(alpha) else None,
+                  beta if is_tensor(beta) else None):
+            return _impl.axpby(x, y, alpha, beta, offsets, out)
         t = _torch_ops()
         off = _offsets_tensor(offsets, x.numel())
         L = off.shape[0] - 1

@@ -96,6 +96,7 @@ from . import ops, profiling, topology
 from ._kernels import dtype_code
 from .comm.base import Communicator
 from .compression import Compression, check_compression, is_none
+from .adasum import adasum_allreduce_
 from .consistency import check_consistency
 from .fusion import Fusion
 from .reduce_op import GRADIENT_OPS, ReduceOp, parse_op
@@ -146,9 +147,12 @@ class _DistributedMixin:
     """Methods of the dynamic subclass; the wrapped optimizer's class comes after it in the MRO."""
 
     def _accord_setup(self, op, names, bpps, predivide, comm, consensus, compression=None,
-                      sparse_as_dense=False):
+                      sparse_as_dense=False, adasum_mode="delta"):
         self._reduce_op, self._param_names, self._bpps, self._comm = op, names, bpps, comm
         self._consensus = consensus
+        self._adasum_mode = adasum_mode if op is ReduceOp.ADASUM else None
+        # Adasum of gradients: reduced bucket by bucket during backward, like Average
+        adasum_grads = self._adasum_mode == "gradients"
         self._compression = None if is_none(compression) else compression
         self._sparse_as_dense = sparse_as_dense
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
@@ -176,17 +180,23 @@ class _DistributedMixin:
         ordered = params[::-1]
         wire = "" if self._compression is None else \
             f":{getattr(self._compression, 'wire_dtype', None) or self._compression!r}"
-        check_consistency(comm, f"DistributedOptimizer:{op.value}:{bpps}:{predivide}{wire}",
-                          [p.detach() for p in ordered], local_error=bad)
-        # copies: the gradients (Average/Sum/Consensus), or Adasum's parameters-before and
-        # update side by side; allocated on first use, reused every step.
-        self._fusion = Fusion(ordered, threshold, copies=2 if op is ReduceOp.ADASUM else 1)
+        check_consistency(comm, f"DistributedOptimizer:{op.value}:{self._adasum_mode}:{bpps}:"
+                          f"{predivide}{wire}", [p.detach() for p in ordered], local_error=bad)
+        delta = op is ReduceOp.ADASUM and not adasum_grads
+        # copies: the gradients (Average/Sum/Consensus/Adasum of gradients), or Adasum's
+        # parameters-before and update side by side; allocated on first use, reused every step.
+        self._fusion = Fusion(ordered, threshold, copies=2 if delta else 1)
+        if op is ReduceOp.ADASUM and comm.size > 1:
+            # Building the reducer splits sub-communicators (collective): here, where every
+            # rank is, not in the worker thread mid-backward.
+            from .adasum import reducer_for
+            self._adasum = reducer_for(comm)
         self._acc_buckets = [_Bucket(fb, self._fusion.members(fb)) for fb in self._fusion.buckets]
         self._bucket_of = {id(p): (b, j) for b in self._acc_buckets for j, p in enumerate(b.params)}
         n = comm.size
         self._prescale = 1.0 / predivide if op is ReduceOp.AVERAGE else 1.0
         self._postscale = predivide / n if op is ReduceOp.AVERAGE else 1.0
-        self._reduces_grads = op is not ReduceOp.ADASUM
+        self._reduces_grads = not delta
         self._threaded = self._reduces_grads and n > 1 and _threads_ok(comm)
         self._executor_box = [None]  # shared with the finaliser, which must not hold self
         self._next_bucket = 0        # first bucket not yet launched this cycle
@@ -312,7 +322,9 @@ class _DistributedMixin:
         event = None
         if flat.is_cuda:
             event = torch.cuda.Event()
-            event.record()
+            # packed on the producer's (autograd's) current stream of the bucket's device; the
+            # worker's stream waits for this event, not for the whole device
+            event.record(torch.cuda.current_stream(flat.device))
         if self._threaded:
             if self._executor_box[0] is None:
                 self._executor_box[0] = ThreadPoolExecutor(max_workers=1,
@@ -324,9 +336,31 @@ class _DistributedMixin:
             b.future.set_result(self._reduce(flat, b.offsets, b.index, event))
 
     def _reduce(self, flat, offsets, key, event):
-        """The collective itself (worker thread)."""
-        if event is not None:
-            event.wait()  # the packing kernel ran on the launching thread's stream
+        """The collective itself (worker thread). CUDA buckets: on the bucket's device (a rank
+        on cuda:k never touches cuda:0), on the optimizer's own stream there, ordered after the
+        packing by ``event``; returns the event that orders the consumer after the result."""
+        if not flat.is_cuda:
+            return self._reduce_on_stream(flat, offsets, key), None
+        device = flat.device
+        with torch.cuda.device(device):
+            stream = self._worker_stream(device)
+            stream.wait_event(event)
+            with torch.cuda.stream(stream):
+                # the bucket buffer is allocated on the producer's stream and used on this one
+                flat.record_stream(stream)
+                self._reduce_on_stream(flat, offsets, key)
+                done = torch.cuda.Event()
+                done.record(stream)
+        return flat, done
+
+    def _worker_stream(self, device):
+        streams = self.__dict__.setdefault("_streams", {})
+        s = streams.get(device)
+        if s is None:
+            s = streams[device] = torch.cuda.Stream(device)
+        return s
+
+    def _reduce_on_stream(self, flat, offsets, key):
         if self._reduce_op is ReduceOp.CONSENSUS:
             try:
                 self._consensus.aggregate_flat_(flat, offsets, key=key)
@@ -334,6 +368,13 @@ class _DistributedMixin:
                 # Raised on every rank alike (decided from allreduced Gram entries): NaN
                 # gradients everywhere, so a GradScaler skips the step on every rank.
                 flat.fill_(math.nan)
+        elif self._reduce_op is ReduceOp.ADASUM:
+            # A NaN/Inf gradient on any rank makes its tensor NaN on every rank (the allreduced
+            # dots carry it), so every GradScaler skips: no separate non-finite round.
+            if self._comm.size > 1:
+                wire = getattr(self._compression, "wire_dtype", None)
+                with profiling.span("accord.optimizer.adasum"):
+                    adasum_allreduce_(flat, offsets, self._comm, wire)
         else:
             if self._prescale != 1.0:
                 flat.mul_(self._prescale)
@@ -348,10 +389,7 @@ class _DistributedMixin:
                     back = self._compression.decompress(small, ctx)
                     if back is not flat:
                         flat.copy_(back)
-        if flat.is_cuda:
-            event = torch.cuda.Event()
-            event.record()
-        return flat, event
+        return flat
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -380,15 +418,15 @@ class _DistributedMixin:
                     self._next_bucket += 1
                 for b in self._acc_buckets:
                     flat, event = b.future.result()
-                    if event is not None:
-                        event.wait()
+                    if event is not None:  # the consumer's stream waits for the worker's
+                        event.wait(torch.cuda.current_stream(flat.device))
                     for p, s, e in zip(b.params, b.offsets[:-1], b.offsets[1:]):
                         piece = flat[s:e].view(p.shape)
                         if p.grad is None or p.grad.is_sparse:  # sparse_as_dense: now dense
                             p.grad = piece.clone()
                         else:
                             p.grad.copy_(piece)
-            if self._reduce_op is ReduceOp.ADASUM:
+            if self._adasum_mode == "delta":
                 self._agree_nonfinite()
         finally:
             self._reset_cycle()
@@ -453,7 +491,7 @@ class _DistributedMixin:
                 loss = closure()
         if not self._sync_skipped:
             self.synchronize()
-        if self._reduce_op is ReduceOp.ADASUM and self._comm.size > 1:
+        if self._adasum_mode == "delta" and self._comm.size > 1:
             with profiling.span("accord.optimizer.adasum_step"):
                 self._adasum_step()
         else:
@@ -541,7 +579,7 @@ def DistributedOptimizer(optimizer: torch.optim.Optimizer, named_parameters=None
                          op=ReduceOp.AVERAGE, gradient_predivide_factor: float = 1.0,
                          num_groups: int = 0, groups=None, sparse_as_dense: bool = False,
                          process_set=None, *, comm: Communicator | None = None,
-                         consensus=None) -> torch.optim.Optimizer:
+                         consensus=None, adasum_mode: str = "delta") -> torch.optim.Optimizer:
     """Wrap ``optimizer`` so that its steps use gradients/updates reduced over all ranks.
 
     Horovod's signature. ``op``: ``accord.Average`` (default), ``accord.Sum``,
@@ -556,8 +594,13 @@ def DistributedOptimizer(optimizer: torch.optim.Optimizer, named_parameters=None
     ``accord.fusion_threshold()`` instead. ``sparse_as_dense``: reduce sparse gradients as dense
     tensors (otherwise they raise). ``process_set`` / ``comm``: an accord Communicator (default:
     the one of ``accord.init()``). ``consensus``: the ConsensusAggregator to use with
-    ``op=accord.Consensus``. Collective: every rank wraps the same parameters (checked with one
-    tiny allreduce); an argument problem found on one rank raises on every rank.
+    ``op=accord.Consensus``. ``adasum_mode`` (op=accord.Adasum): ``"delta"`` (default, Horovod's
+    semantics: Adasum of the local optimizer updates, in ``step()``) or ``"gradients"`` (Adasum of
+    the gradients, bucket by bucket in the background during backward, as the DDP hook; then the
+    wrapped optimizer's step on the combined gradient). They agree for plain SGD and differ with
+    momentum, weight decay or adaptive optimizers (docs/training.md). Collective: every rank
+    wraps the same parameters (checked with one tiny allreduce); an argument problem found on
+    one rank raises on every rank.
     """
     if isinstance(compression, (ReduceOp, str)) and op is ReduceOp.AVERAGE:
         # accord's earlier positional order (optimizer, named_parameters, op): keep it working
@@ -568,7 +611,8 @@ def DistributedOptimizer(optimizer: torch.optim.Optimizer, named_parameters=None
     try:
         op, names, f, consensus, compression = _validate(
             optimizer, named_parameters, op, backward_passes_per_step, gradient_predivide_factor,
-            comm, consensus, compression, sparse_as_dense, num_groups, groups, process_set)
+            comm, consensus, compression, sparse_as_dense, num_groups, groups, process_set,
+            adasum_mode)
     except (TypeError, ValueError) as e:
         # A problem seen on this rank only must not leave the others waiting in the exchange
         # of _accord_setup: it joins that exchange, and every rank raises.
@@ -580,12 +624,15 @@ def DistributedOptimizer(optimizer: torch.optim.Optimizer, named_parameters=None
     # scheduler's call-tracking wrapper around the old object's step) would shadow ours: drop it.
     wrapped.__dict__.update({k: v for k, v in optimizer.__dict__.items() if k != "step"})
     wrapped._accord_setup(op, names, backward_passes_per_step, float(f), comm, consensus,
-                          compression, sparse_as_dense)
+                          compression, sparse_as_dense, adasum_mode)
     return wrapped
 
 
+ADASUM_MODES = ("delta", "gradients")
+
+
 def _validate(optimizer, named_parameters, op, bpps, f, comm, consensus, compression,
-              sparse_as_dense, num_groups, groups, process_set):
+              sparse_as_dense, num_groups, groups, process_set, adasum_mode):
     """DistributedOptimizer's argument checks: (op, names, predivide factor, consensus,
     compression)."""
     compression = check_compression(compression)
@@ -620,6 +667,10 @@ def _validate(optimizer, named_parameters, op, bpps, f, comm, consensus, compres
         raise ValueError("gradient_predivide_factor is only supported with op=accord.Average")
     if consensus is not None and op is not ReduceOp.CONSENSUS:
         raise ValueError("consensus= is only used with op=accord.Consensus")
+    if adasum_mode not in ADASUM_MODES:
+        raise ValueError(f"adasum_mode must be one of {ADASUM_MODES}, got {adasum_mode!r}")
+    if adasum_mode != "delta" and op is not ReduceOp.ADASUM:
+        raise ValueError("adasum_mode is only used with op=accord.Adasum")
     if op is ReduceOp.CONSENSUS and not is_none(compression):
         raise ValueError("compression is not supported with op=accord.Consensus (its Gram "
                          "matrices need the full-precision gradients); use "

@@ -142,6 +142,41 @@ def check_nonfinite(comm):
             check(not torch.isfinite(p.grad).any(), f"{hook.__name__}: finite grads left")
 
 
+class _Bucket:
+    """The two methods of DDP's GradBucket the hooks use."""
+
+    def __init__(self, buf, grads):
+        self._buf, self._grads = buf, grads
+
+    def buffer(self):
+        return self._buf
+
+    def gradients(self):
+        return self._grads
+
+
+def check_async(comm):
+    """The hook returns before its reduction has run (the worker is held busy), and the future
+    completes with the Adasum of every rank's bucket once it runs."""
+    import threading
+
+    from accord.hooks import _comm_for, _worker_for
+    n = 40
+    buf = torch.from_numpy(np.random.default_rng(comm.rank).standard_normal(n).astype(np.float32))
+    grads = [buf[:15], buf[15:]]
+    every = gather(comm, buf.double().numpy())
+    gate = threading.Event()
+    _worker_for(_comm_for(None)).submit(gate.wait)  # the hooks' worker is busy until set
+    fut = adasum_hook(None, _Bucket(buf, grads))
+    check(not fut.done(), "adasum_hook must return before the reduction ran")
+    gate.set()
+    out = fut.wait()
+    check(out is buf, "the future holds the bucket buffer")
+    expected = adasum_tree(list(every), np.array([0, 15, n], dtype=np.int64))
+    check_close(out.double().numpy(), expected, rtol=1e-5, atol=1e-6, msg="async adasum_hook")
+    identical(comm, out.double().numpy(), "async adasum_hook result")
+
+
 def main():
     comm = setup()
     accord.init(comm)
@@ -154,6 +189,7 @@ def main():
     for wire in ("float32", "float16"):
         check_consensus(comm, wire)
     check_nonfinite(comm)
+    check_async(comm)
     # bad state: a clear error
     try:
         consensus_hook(None, None)

@@ -234,6 +234,39 @@ def check_adasum(comm):
     if N > 1:
         every = gather(comm, state_of(opt, model))
         check(not np.array_equal(every[0], every[1]), "adasum momentum must stay local")
+    check_adasum_gradients(comm)
+
+
+def check_adasum_gradients(comm):
+    """adasum_mode="gradients": p.grad becomes Adasum(g) on every rank (reduced during backward);
+    with plain SGD the step equals delta mode's; with momentum the state is identical too."""
+    N, rank = comm.size, comm.rank
+    model = make_model()
+    opt = wrap(model, accord.Adasum, adasum_mode="gradients")
+    off = offsets_of(model)
+    for step in range(2):
+        x, extra = batch(rank, 20 + step), rank == N - 1
+        g = local_grads(model, x, extra)
+        every = gather(comm, g)
+        p0 = flat(trainable(model))
+        combined = adasum_tree(every, off) if N > 1 else g
+        opt.zero_grad()
+        model(x, extra).backward()
+        check_close(grads_of(model), combined, rtol=1e-9, atol=1e-12,
+                    msg=f"adasum gradients: p.grad = Adasum(g) after backward, step {step}")
+        identical_everywhere(comm, grads_of(model), "adasum gradients: p.grad")
+        opt.step()
+        check_close(flat(trainable(model)), p0 - LR * combined, rtol=1e-9, atol=1e-12,
+                    msg=f"adasum gradients step {step} (= delta mode with plain SGD)")
+        identical_everywhere(comm, flat(trainable(model)), "adasum gradients params")
+    model = make_model()
+    opt = wrap(model, accord.Adasum, momentum=0.9, adasum_mode="gradients")
+    for step in range(3):
+        opt.zero_grad()
+        model(batch(rank, 30 + step)).backward()
+        opt.step()
+    identical_everywhere(comm, flat(trainable(model)), "adasum gradients+momentum params")
+    identical_everywhere(comm, state_of(opt, model), "adasum gradients: momentum is shared")
 
 
 def check_clipping(comm):
@@ -319,7 +352,7 @@ def check_amp(comm):
     plain flow (scaler.step right after backward), with and without an overflow on one rank."""
     N, rank = comm.size, comm.rank
     bad_rank = N - 1
-    ops = [(accord.Average, {}), (accord.Adasum, {}),
+    ops = [(accord.Average, {}), (accord.Adasum, {}), (accord.Adasum, {"adasum_mode": "gradients"}),
            (accord.Consensus, {"keep_scale": True, "granularity": "layer"})]
     for op, kw in ops:
         for horovod_flow in (True, False):
@@ -327,7 +360,7 @@ def check_amp(comm):
             if op is accord.Consensus:
                 opt, ref = consensus_opt(model, **kw)
             else:
-                opt = wrap(model, op)
+                opt = wrap(model, op, **kw)
             scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1000)
             for step, overflow in enumerate((False, True, False)):
                 x = batch(rank, 60 + step, torch.float32)
@@ -349,7 +382,7 @@ def check_amp(comm):
                     scaler.step(opt)
                 scale = scaler.get_scale()
                 scaler.update()
-                what = f"amp {op} horovod_flow={horovod_flow} step {step}"
+                what = f"amp {op} {kw} horovod_flow={horovod_flow} step {step}"
                 new = flat(trainable(model))
                 identical_everywhere(comm, new, what + " params")
                 identical_everywhere(comm, np.array([scaler.get_scale()]), what + " scale")
@@ -474,6 +507,10 @@ def check_bad_input(comm):
                   "only supported with op=accord.Average")
     expect_raises(ValueError, lambda: D(sgd(), consensus=ConsensusAggregator()),
                   "only used with op=accord.Consensus")
+    expect_raises(ValueError, lambda: D(sgd(), op=accord.Adasum, adasum_mode="updates"),
+                  "adasum_mode must be one of")
+    expect_raises(ValueError, lambda: D(sgd(), adasum_mode="gradients"),
+                  "only used with op=accord.Adasum")
     expect_raises(TypeError, lambda: D(sgd(), op=accord.Consensus, consensus=object()),
                   "ConsensusAggregator")
     named = list(model.named_parameters())

@@ -77,14 +77,16 @@ void axpby(DType dtype, const void* x, const void* y, void* out, const Layout& l
            const double* alpha, const double* beta, void* stream);
 int device_count();  // 0 when no driver or no GPU, never throws
 
-// Makes the device that owns `ptr` current for the guard's lifetime (kernels launch on the
-// current device; a tensor on cuda:1 must not be processed with cuda:0 current).
-class DeviceOf {
+// Makes cuda:index current for one kernel call and restores the previous device (kernels
+// launch on the current device; a tensor on cuda:1 must not be processed with cuda:0 current).
+// The caller names the device (Python knows it from the tensor), so a launch costs one
+// cudaGetDevice and no pointer-attribute query.
+class OnDevice {
  public:
-  explicit DeviceOf(const void* ptr);
-  ~DeviceOf();
-  DeviceOf(const DeviceOf&) = delete;
-  DeviceOf& operator=(const DeviceOf&) = delete;
+  explicit OnDevice(int index);
+  ~OnDevice();
+  OnDevice(const OnDevice&) = delete;
+  OnDevice& operator=(const OnDevice&) = delete;
 
  private:
   int previous_ = -1;

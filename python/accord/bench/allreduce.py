@@ -26,6 +26,11 @@ Rows per size (nccl-tests style; every rank holds one contiguous 1-D buffer of `
     adasum-compute      the rest alone (exchange=False: the kernels and dot allreduces on
                         whatever the scratch holds, no buffer sendrecvs; #wrong -)
 
+``--framework torch`` runs the accord rows on a CPU torch tensor instead of a numpy array (row
+names end in ``/torch``); ``both`` runs each accord row twice, interleaved, so the two frameworks'
+times are comparable within one run. The tensor shares the numpy buffer's memory
+(``torch.from_numpy``, made once per size): both see the same bytes and the same restore.
+
 Columns: time is the max over ranks of each rank's median over ``--iters`` timed iterations
 (``--warmup`` untimed ones first); before every iteration the input is restored (untimed) and
 the ranks pass a barrier. Implementations are interleaved iteration by iteration, so slow
@@ -102,6 +107,9 @@ def parse_args(argv):
                     help="also check the performance targets (Adasum at 64 MiB <= 0.7x the raw "
                          "allreduce; Adasum at 4 KiB < 100 us on 2 ranks) and exit 1 if one is "
                          "missed or not measured")
+    ap.add_argument("--framework", choices=("numpy", "torch", "both"), default="numpy",
+                    help="buffers of the accord rows over MPI: numpy arrays (default), CPU torch "
+                         "tensors, or both interleaved (rows '<impl>/torch')")
     ap.add_argument("--ops", default=",".join(OPS),
                     help=f"comma list of rows to run: {','.join(OPS)}")
     a = ap.parse_args(argv)
@@ -260,7 +268,42 @@ class Impl:
         self.tol_dtype = tol_dtype  # checked with this dtype's tolerance (default: the buffer's)
 
 
-def make_impls(setup: Setup, ops, notes):
+def _torch_view_of(setup: Setup):
+    """buf -> a torch tensor sharing buf's memory, made once per buffer."""
+    import torch
+    views = {}
+
+    def view(buf):
+        key = (buf.ctypes.data, buf.size)
+        t = views.get(key)
+        if t is None:
+            views.clear()  # one work buffer per size: keep only the current one
+            t = views[key] = torch.from_numpy(buf)
+        return t
+    return view
+
+
+def make_impls(setup: Setup, ops, notes, framework="numpy"):
+    impls = _make_impls(setup, ops, notes)
+    if setup.use_torch or framework == "numpy":
+        return impls
+    view = _torch_view_of(setup)
+    out = []
+    for impl in impls:
+        torch_impl = None
+        if impl.name.startswith(("accord-", "adasum-")):
+            torch_impl = Impl(impl.name + "/torch", impl.redop,
+                              lambda buf, run=impl.run: (run(view(buf)), buf)[1])
+        if framework == "both":
+            out.append(impl)
+            if torch_impl is not None:
+                out.append(torch_impl)
+        else:
+            out.append(torch_impl if torch_impl is not None else impl)
+    return out
+
+
+def _make_impls(setup: Setup, ops, notes):
     import accord
     impls = []
     if "raw" in ops:
@@ -404,7 +447,10 @@ def metadata(setup: Setup, args, impls) -> dict:
         "backend": setup.backend,
         "transport": setup.transport,
         "dtype": setup.dtype,
-        "buffers": "torch tensors" if setup.use_torch else "numpy arrays",
+        "buffers": "torch tensors" if setup.use_torch else {
+            "numpy": "numpy arrays", "torch": "CPU torch tensors (accord rows)",
+            "both": "numpy arrays; rows '/torch': CPU torch tensors on the same memory"}[
+            args.framework],
         "accord": info,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)"),
         "python": f"{platform.python_version()} numpy {np.__version__}",
@@ -506,7 +552,7 @@ def run(args) -> int:
     if args.no_consistency_check:
         accord.set_consistency_check(False)
     notes: list[str] = []
-    impls = make_impls(setup, args.ops, notes)
+    impls = make_impls(setup, args.ops, notes, args.framework)
     threads = accord.build_info().get("omp_max_threads") or 1
     cores = os.cpu_count() or 1
     if threads > 1 and threads * accord.local_size() > cores:
