@@ -82,7 +82,7 @@ def _worker_for(comm) -> ThreadPoolExecutor:
 def _in_background(comm, buf, reduce) -> torch.futures.Future:
     """Run ``reduce()`` (which reduces ``buf`` in place) on ``comm``'s worker thread; the
     returned future completes with ``buf`` (or the exception) when it is done."""
-    if not _threads_ok(comm):  # an MPI below THREAD_MULTIPLE: reduce here, no overlap
+    if not comm.threads_ok:  # an MPI below THREAD_MULTIPLE: reduce here, no overlap
         reduce()
         fut = torch.futures.Future()
         fut.set_result(buf)
@@ -117,13 +117,6 @@ def _in_background(comm, buf, reduce) -> torch.futures.Future:
                 fut.set_exception(e)
     _worker_for(comm).submit(work)
     return fut
-
-
-def _threads_ok(comm) -> bool:
-    if getattr(comm, "mpi_comm", None) is None:
-        return True  # torch.distributed process groups may be used from any thread
-    from mpi4py import MPI
-    return MPI.Query_thread() >= MPI.THREAD_MULTIPLE
 
 
 _STREAMS: dict = {}

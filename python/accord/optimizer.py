@@ -197,7 +197,7 @@ class _DistributedMixin:
         self._prescale = 1.0 / predivide if op is ReduceOp.AVERAGE else 1.0
         self._postscale = predivide / n if op is ReduceOp.AVERAGE else 1.0
         self._reduces_grads = not delta
-        self._threaded = self._reduces_grads and n > 1 and _threads_ok(comm)
+        self._threaded = self._reduces_grads and n > 1 and comm.threads_ok
         self._executor_box = [None]  # shared with the finaliser, which must not hold self
         self._next_bucket = 0        # first bucket not yet launched this cycle
         self._grads_synced = False   # reduced (Adasum: checked) since the last backward/step
@@ -529,15 +529,6 @@ class _DistributedMixin:
 def _current_autograd_node():
     fn = getattr(torch._C, "_current_autograd_node", None)  # private; absent: assume not nested
     return fn() if fn is not None else None
-
-
-def _threads_ok(comm) -> bool:
-    if getattr(comm, "mpi_comm", None) is None:
-        return True  # torch.distributed process groups may be used from any thread
-    from mpi4py import MPI
-    # SERIALIZED is not enough: the main thread may call MPI (another collective, a barrier)
-    # while the worker is inside the reduction.
-    return MPI.Query_thread() >= MPI.THREAD_MULTIPLE
 
 
 _CLASSES: dict = {}

@@ -627,7 +627,7 @@ class SlowBackward(torch.autograd.Function):
 def check_overlap(comm):
     """With a thread-capable transport, the last layers' bucket is reduced while backward is
     still running: its reduction has *finished* before the first layer's gradient arrives."""
-    if not accord.optimizer._threads_ok(comm) or comm.size == 1:
+    if not comm.threads_ok or comm.size == 1:
         return
     rank = comm.rank
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()

@@ -213,6 +213,13 @@ class Communicator(abc.ABC):
     def barrier(self) -> None:
         """Block until every rank of the communicator has entered the barrier."""
 
+    @property
+    def threads_ok(self) -> bool:
+        """Whether a background thread may communicate on this communicator while the main
+        thread calls the transport too (MPI needs ``MPI_THREAD_MULTIPLE``; SERIALIZED is not
+        enough). The optimizer and the DDP hooks reduce on the calling thread otherwise."""
+        return True
+
     # -- communicator management ---------------------------------------------------------
 
     @abc.abstractmethod

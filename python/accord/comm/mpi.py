@@ -217,6 +217,10 @@ class MPICommunicator(Communicator):
         self._comm.Alltoall(_spec(s), _spec(r))
         self._writeback(back)
 
+    @property
+    def threads_ok(self) -> bool:
+        return MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+
     def barrier(self):
         self._comm.Barrier()
 
