@@ -403,8 +403,9 @@ def _float64_layer_exponents(buf, offsets: np.ndarray, comm):
     peak = np.zeros(L)
     for layer in range(L):
         seg = buf[int(offsets[layer]):int(offsets[layer + 1])]
-        if seg.shape[0]:
-            peak[layer] = float(abs(seg).max())
+        if seg.shape[0]:  # min and max: no |x| temporary the size of the layer
+            lo, hi = (seg.aminmax() if is_tensor(seg) else (seg.min(), seg.max()))
+            peak[layer] = max(-float(lo), float(hi))
     peak = comm.allreduce_small(peak, "max")
     with np.errstate(invalid="ignore"):  # NaN/Inf layers are left alone: they propagate
         extreme = np.isfinite(peak) & (peak > 0) & ((peak > _F64_RANGE[1]) |
