@@ -79,9 +79,13 @@ class CountingCommunicator(Communicator):
         self.counter.add(self._allreduce_share(np.asarray(values).nbytes))
         return self.inner.allreduce_small(values, op)
 
-    def allreduce_(self, buf, op="sum"):
+    def allreduce_(self, buf, op="sum", *, scale=None):
         self.counter.add(self._allreduce_share(nbytes(buf)))
-        return self.inner.allreduce_(buf, op)
+        return self.inner.allreduce_(buf, op, scale=scale)
+
+    @property
+    def threads_ok(self) -> bool:
+        return self.inner.threads_ok
 
     def allgather(self, sendbuf, recvbuf):
         self.counter.add((self._size - 1) * nbytes(sendbuf))
