@@ -58,19 +58,7 @@ def entry(module_name: str, name: str) -> str:
     return text
 
 
-def _no_mpi_init() -> None:
-    """Reading accord.comm.MPICommunicator imports mpi4py's MPI; documenting it must not start
-    MPI in this process (the tests launch their MPI jobs with mpirun)."""
-    try:
-        import mpi4py
-        mpi4py.rc.initialize = False
-        mpi4py.rc.finalize = False
-    except ImportError:
-        pass
-
-
 def render() -> str:
-    _no_mpi_init()
     parts = ["# API reference\n",
              "Every public name, with its signature and the first paragraph of its docstring "
              "(`help(accord.x)` has the rest). Guides: `docs/index.md`. This file is generated "
