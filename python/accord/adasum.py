@@ -302,7 +302,6 @@ class AdasumReducer:
         """The small-buffer route: one allgather, then the whole tree on every rank."""
         comm, n = self.comm, flat.n
         N = comm.size
-        p, r = adasum_tree_core_layout(N)
         key = ("gather", type(flat.obj), flat.code, flat.device, flat.cuda_index)
         entry = self._scratch.get(key)
         if entry is None or len(entry[0]) < N * n:
@@ -310,8 +309,16 @@ class AdasumReducer:
             entry = self._scratch[key] = (g, addr(g), _host_view(g, flat.code))
         gathered = (entry[2] if host_views else entry[0])[:N * n]
         base = entry[1]
-        comm.allgather(buf, gathered)
+        with profiling.span("accord.adasum.exchange"):
+            comm.allgather(buf, gathered)
         row = [base + i * n * flat.itemsize for i in range(N)]
+        with profiling.span("accord.adasum.combine"):
+            self._local_tree(flat, row, s, N)
+
+    @staticmethod
+    def _local_tree(flat: Flat, row: list, s: _Schedule, N: int) -> None:
+        """The whole tree over the gathered rows (addresses), the root written to the buffer."""
+        p, r = adasum_tree_core_layout(N)
         # fold: rank 2i+1's input joins rank 2i's (i < r); then the core in rank order
         for i in range(r):
             _combine(flat, row[2 * i], row[2 * i + 1], row[2 * i], s.full_plan, 0, 0.5, 0.5)

@@ -12,7 +12,10 @@ from _worker import check, worker_main
 def main():
     accord.init()
     check(profiling.active(), "ACCORD_TIMELINE starts the timeline")
-    t = torch.randn(5000)
+    # large enough for the pairwise (VHDD) route, whose levels each show up: smaller buffers take
+    # the one-allgather route (exchange and combine only)
+    from accord.adasum import GATHER_MAX_BYTES
+    t = torch.randn(GATHER_MAX_BYTES // 4)
     ts = [torch.randn(100), torch.randn(30)]
     with torch.profiler.profile() as prof:
         accord.allreduce(t, op=accord.Adasum, name="grads")
