@@ -73,27 +73,38 @@ def collect_metadata(**extra) -> dict:
 class Timer:
     """Times a callable on the host clock (CPU) or with CUDA events (GPU).
 
-    For CUDA the device is synchronised before each timed region and the events bracket the call
-    on the current stream, so queued work from earlier calls is never charged to this one.
+    On the CPU a sample is the wall time of one call. On CUDA a sample is the *device time* of
+    one call: events bracket ``batch`` back-to-back calls on the current stream and the span is
+    divided by ``batch``, so the host's launch cost overlaps the kernels of the previous call
+    and only the GPU's own time is counted (as long as the GPU is the slower side). Each CUDA
+    sample also records the *end-to-end* time of one call (device synchronised before, host
+    clock until the device is idle again) in :attr:`end_to_end`, keyed like the samples.
     """
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", batch: int = 10):
         self.device = device
+        self.batch = batch
+        self.end_to_end: dict[str, list[float]] = {}
         if device == "cuda":
             import torch
             self._torch = torch
 
-    def once(self, fn: Callable[[], object]) -> float:
-        """Seconds for one call of fn."""
+    def once(self, fn: Callable[[], object], key: str | None = None) -> float:
+        """Seconds for one call of fn (device time per call on CUDA, see the class)."""
         if self.device == "cuda":
             torch = self._torch
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize()
-            start.record()
+            t0 = time.perf_counter()
             fn()
-            stop.record()
             torch.cuda.synchronize()
-            return start.elapsed_time(stop) * 1e-3
+            self.end_to_end.setdefault(key, []).append(time.perf_counter() - t0)
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(self.batch):
+                fn()
+            stop.record()
+            stop.synchronize()
+            return start.elapsed_time(stop) * 1e-3 / self.batch
         t0 = time.perf_counter()
         fn()
         return time.perf_counter() - t0
@@ -101,16 +112,18 @@ class Timer:
     def interleaved(self, fns: dict[str, Callable[[], object]], repetitions: int,
                     warmup: int = 1) -> dict[str, list[float]]:
         """Times every fn ``repetitions`` times, round-robin (fn1, fn2, ..., fn1, fn2, ...), so
-        slow drifts (frequency, other tenants) hit all of them alike; returns seconds per call."""
+        slow drifts (frequency, other tenants) hit all of them alike; returns seconds per call.
+        On CUDA :attr:`end_to_end` then holds this call's end-to-end samples."""
         for fn in fns.values():
             for _ in range(warmup):
                 fn()
         if self.device == "cuda":
             self._torch.cuda.synchronize()
+        self.end_to_end = {}
         times: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(repetitions):
             for key, fn in fns.items():
-                times[key].append(self.once(fn))
+                times[key].append(self.once(fn, key))
         return times
 
 

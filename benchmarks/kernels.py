@@ -46,7 +46,9 @@ SEED = 1234
 DBL_MIN = float(np.finfo(np.float64).tiny)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TARGET_SPEEDUP = 3.0   # fused vs per-segment torch (issue target, largest float32 row)
-TARGET_BOUND = 1.3     # fused time / bandwidth bound
+TARGET_BOUND = 1.3     # fused time / bandwidth bound (float32; on CUDA also float16, bfloat16)
+TARGET_DOTS_PEAK = 85.0   # CUDA: segment_dots GB/s as % of the measured copy bandwidth
+TARGET_SOLVE_US = 300.0   # CUDA: solve_spd, k = 16, 100 systems
 
 BOUND_DEFINITION = ("bound = T_copy + (R - n)/R0 * T_read; T_copy = out.copy_(a) [n reads + n "
                     "writes], T_read = the faster of torch.sum and torch.dot (BLAS) over the row's "
@@ -134,6 +136,12 @@ class Device:
         if self.name == "cuda":
             torch.cuda.synchronize()
 
+    def end_to_end(self, key: str, device_times: dict) -> float:
+        """Median end-to-end seconds of one call of ``key`` in the last timing (CUDA: host clock,
+        device idle before and after); on the CPU the timed samples already are that."""
+        samples = self.timer.end_to_end.get(key)
+        return median(samples) if samples else device_times[key]
+
     def peak_copy_bandwidth(self, nbytes: int, reps: int) -> float:
         """Bytes/s of dst.copy_(src) (read + write counted) on a buffer of nbytes."""
         src = torch.ones(nbytes // 4, dtype=torch.float32, device=self.torch_device)
@@ -192,7 +200,9 @@ ADASUM_COLUMNS = [
     Column("segs", "", 4, "d"),
     *TIMING_COLUMNS,
     Column("dots_us", "(us)", 9, ".1f", "dots"),
+    Column("dots_peak", "(%)", 5, ".0f", "dpeak"),
     Column("combine_us", "(us)", 9, ".1f", "combine"),
+    Column("fused_e2e_us", "(us)", 9, ".1f", "f e2e"),
     Column("read_gbps", "(GB/s)", 7, ".1f", "read"),
     Column("copy_gbps", "(GB/s)", 7, ".1f", "copy"),
     RELERR_COLUMN,
@@ -209,6 +219,7 @@ GRAM_COLUMNS = [
     Column("gram_us", "(us)", 9, ".1f", "gram"),
     Column("solve_us", "(us)", 8, ".1f", "solve"),
     Column("wsum_us", "(us)", 9, ".1f", "wsum"),
+    Column("fused_e2e_us", "(us)", 9, ".1f", "f e2e"),
     RELERR_COLUMN,
 ]
 
@@ -237,6 +248,7 @@ def adasum_row(dev: Device, nbytes: int, dtype_name: str, run: Run) -> dict:
     }
     t = {k: median(v) for k, v in dev.timer.interleaved(fns, run.reps, run.warmup).items()}
     t["read"] = min(t["read_sum"], t["read_dot"])
+    e2e = dev.end_to_end("fused", t)
     accord_adasum(a, b, offsets, out)
     torch_adasum_unfused(a, b, bounds, out_t)
     dev.sync()
@@ -251,7 +263,8 @@ def adasum_row(dev: Device, nbytes: int, dtype_name: str, run: Run) -> dict:
                 fused_over_bound=t["fused"] / bound, gbps=gbps,
                 peak_frac=run.frac(gbps, run.peak), theo_frac=run.frac(gbps, run.theoretical),
                 dots_us=t["dots"] * 1e6,
-                combine_us=t["combine"] * 1e6, read_gbps=2 * n * esize / t["read"] / 1e9,
+                dots_peak=run.frac(2 * n * esize / t["dots"] / 1e9, run.peak),
+                combine_us=t["combine"] * 1e6, fused_e2e_us=e2e * 1e6, read_gbps=2 * n * esize / t["read"] / 1e9,
                 copy_gbps=2 * n * esize / t["copy"] / 1e9,
                 max_rel_err=max_rel_err(out, out_t), bytes_moved=moved)
 
@@ -280,6 +293,7 @@ def gram_row(dev: Device, n: int, k: int, run: Run) -> dict:
     }
     t = {kk: median(vv) for kk, vv in dev.timer.interleaved(fns, run.reps, run.warmup).items()}
     t["read"] = min(t["read_sum"], t["read_dot"])
+    e2e = dev.end_to_end("fused", t)
     accord_gram(v, rhs, offsets, out)
     torch_gram_unfused(v, rhs, bounds, out_t)
     dev.sync()
@@ -294,6 +308,7 @@ def gram_row(dev: Device, n: int, k: int, run: Run) -> dict:
                 fused_over_bound=t["fused"] / bound, gbps=gbps, peak_frac=run.frac(gbps, run.peak),
                 theo_frac=run.frac(gbps, run.theoretical),
                 gram_us=t["gram"] * 1e6, solve_us=t["solve"] * 1e6, wsum_us=t["wsum"] * 1e6,
+                fused_e2e_us=e2e * 1e6,
                 read_gbps=k * n * esize / t["read"] / 1e9,
                 copy_gbps=2 * n * esize / t["copy"] / 1e9,
                 max_rel_err=max_rel_err(out, out_t), bytes_moved=moved)
@@ -431,6 +446,27 @@ def overhead_section(dev: Device, reps: int, calls: int) -> tuple[list[dict], bo
 # ---------------------------------------------------------------------------------------------
 
 
+def cuda_verdicts(adasum_rows: list[dict], gram_rows: list[dict]) -> dict:
+    """The GPU targets: dots+combine within TARGET_BOUND of the bound in every dtype,
+    segment_dots at TARGET_DOTS_PEAK % of the copy bandwidth, solve_spd k=16 in
+    TARGET_SOLVE_US."""
+    out = {}
+    for r in adasum_rows:
+        ok_b = r["fused_over_bound"] <= TARGET_BOUND
+        ok_d = (r["dots_peak"] or 0) >= TARGET_DOTS_PEAK
+        out[f"bound_{r['type']}"], out[f"dots_peak_{r['type']}"] = ok_b, ok_d
+        note(f"target {r['type']} fused/bound <= {TARGET_BOUND:g}: {r['fused_over_bound']:.2f}  "
+             f"{'PASS' if ok_b else 'MISS'};  segment_dots >= {TARGET_DOTS_PEAK:g}% of copy: "
+             f"{r['dots_peak']:.0f}%  {'PASS' if ok_d else 'MISS'}")
+    for r in gram_rows:
+        if r["k"] == 16:
+            ok = r["solve_us"] <= TARGET_SOLVE_US
+            out["solve_k16"] = ok
+            note(f"target solve_spd k=16, {r['segs']} systems <= {TARGET_SOLVE_US:g} us: "
+                 f"{r['solve_us']:.1f} us  {'PASS' if ok else 'MISS'}")
+    return out
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -486,6 +522,11 @@ def main(argv=None) -> int:
         "omp_max_threads": omp_threads,
         "repetitions": f"{reps} timed (median), {warmup} warm-up, all measurements of a row "
                        "interleaved",
+        "timing": ("host wall time of one call" if args.device == "cpu" else
+                   f"device time: CUDA events around {dev.timer.batch} back-to-back calls / "
+                   f"{dev.timer.batch}; 'f e2e' = end-to-end time of one fused call (device "
+                   "idle before, host clock until it is idle again)"),
+        "dpeak": "segment_dots GB/s (2n elements read) as % of the measured copy bandwidth",
         "segments": f"{segments}, random sizes (uniform cut points), seed {SEED}",
         "fused_path": "adasum: segment_dots + adasum_combine(out=, dots=); gram: gram(rhs) + "
                       "solve_spd + weighted_sum(out=); outputs pre-allocated",
@@ -542,6 +583,9 @@ def main(argv=None) -> int:
     t3.print_header()
     for dtype_name in ("float16", "bfloat16"):
         t3.print_row(adasum_row(dev, half_size, dtype_name, run))
+
+    if args.device == "cuda" and not args.quick:
+        verdicts.update(cuda_verdicts([top] + t3.rows, t2.rows))
 
     meta["load_average_end"] = load_average()
     note(f"load average at the end: {meta['load_average_end']} (start: {meta['load_average']}; "

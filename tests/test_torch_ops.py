@@ -258,6 +258,45 @@ def test_cuda_graph_capture_dots_combine():
 
 
 @pytest.mark.cuda
+def test_ops_run_on_the_callers_current_stream():
+    """A side stream is busy (a long sleep kernel) and then writes the inputs; ops called under
+    that stream must queue behind the write. Had they launched on another stream (the default
+    one does not wait for torch's non-blocking side streams) they would read the old inputs."""
+    dev = torch.device("cuda")
+    g = torch.Generator().manual_seed(5)
+    n = 5 * 8192 + 3
+    off = np.array([0, 7, 20000, n], np.int64)
+    new_a, new_b = (torch.randn(n, generator=g).to(dev) for _ in range(2))
+    a, b = torch.zeros(n, device=dev), torch.zeros(n, device=dev)
+    v = torch.zeros(2, n, device=dev)
+    ops.segment_dots(a, b, off)  # plan and workspace exist before the timed part
+    torch.cuda.synchronize()
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU time on this stream only
+        a.copy_(new_a)
+        b.copy_(new_b)
+        v[0].copy_(new_a)
+        v[1].copy_(new_b)
+        dots = ops.segment_dots(a, b, off)
+        comb = ops.adasum_combine(a, b, off, dots=dots)
+        gm, _ = ops.gram(v, off)
+        ws = ops.weighted_sum(v, torch.full((3, 2), 0.5, dtype=torch.float64, device=dev), off)
+        ax = ops.axpby(a, b, 2.0, 1.0, off)
+    side.synchronize()
+    a64, b64 = new_a.cpu().double(), new_b.cpu().double()
+    ref = ops.segment_dots(a64, b64, off)
+    tol = dict(rtol=1e-10, atol=1e-10 * float(ref.abs().max()))
+    assert torch.allclose(dots.cpu(), ref, **tol)
+    assert torch.allclose(gm[:, 0, 1].cpu(), ref[:, 0], **tol)
+    close32 = dict(rtol=1e-5, atol=1e-5)
+    assert torch.allclose(comb.cpu(), ops.adasum_combine(new_a.cpu(), new_b.cpu(), off,
+                                                         dots=dots.cpu()), **close32)
+    assert torch.allclose(ws.cpu(), (0.5 * (a64 + b64)).float(), **close32)
+    assert torch.allclose(ax.cpu(), (2 * a64 + b64).float(), **close32)
+
+
+@pytest.mark.cuda
 def test_ops_on_second_gpu_leave_current_device():
     """Buffers on cuda:1 with cuda:0 current: the kernels run on cuda:1, on its current stream,
     and the current device stays cuda:0."""
