@@ -171,6 +171,15 @@ PYBIND11_MODULE(_C, m) {
                                 ptr<double>(x), ptr<void>(workspace), ptr<void>(stream)));
   }, nogil);
 
+  m.def("solve_spd_round_robin", [](uintptr_t gram, uintptr_t rhs, int64_t num_systems, int64_t k,
+                                    double ridge, uintptr_t x) {
+    if (k > accord::kMaxSolveDim)
+      throw std::invalid_argument("accord.solve_spd: k=" + std::to_string(k) + " exceeds " +
+                                  std::to_string(accord::kMaxSolveDim));
+    accord::cpu::solve_spd_round_robin(ptr<const double>(gram), ptr<const double>(rhs), num_systems,
+                                       k, ridge, ptr<double>(x));
+  }, nogil, "solve_spd's CUDA sweep order on the CPU, on host float64 buffers (for tests)");
+
   m.def("weighted_sum", [](int dtype, int device, uintptr_t vectors, int64_t k, uintptr_t weights,
                            const Layout& layout, uintptr_t out, uintptr_t stream) {
     ACCORD_ON_DEVICE(device, ptr<void>(vectors),

@@ -332,8 +332,23 @@ def test_gram(case, layout, k, with_rhs, rng):
 # ------------------------------------------------------------------------------------------
 # solve_spd (float64 only: it takes accord.ops.gram's output)
 
+# The CUDA backend sweeps in round-robin order (spd_solve.h); the "round_robin" cell runs that
+# order on the CPU (accord._C.solve_spd_round_robin) through the same tests.
 SOLVE_CASES = case_params([Case("numpy", "float64"), Case("torch", "float64", "cpu"),
-                           Case("torch", "float64", "cuda")])
+                           Case("torch", "float64", "cuda")]) + [
+    pytest.param(Case("numpy", "float64"), id="numpy-float64-round_robin")]
+
+
+def _round_robin_on_cpu(device, gram, rhs, num_systems, k, ridge, x, workspace, stream):
+    assert device == 0, "the round-robin cell runs on host buffers"
+    _C.solve_spd_round_robin(gram, rhs, num_systems, k, ridge, x)
+
+
+@pytest.fixture
+def solve_order(request, monkeypatch):
+    """In the round_robin cell, ops.solve_spd runs the CUDA backend's sweep order on the CPU."""
+    if "round_robin" in request.node.callspec.id:
+        monkeypatch.setattr(_C, "solve_spd", _round_robin_on_cpu)
 
 
 def solve_and_check(case: Case, g, r, ridge=0.0, rtol=1e-9):
@@ -352,6 +367,7 @@ def random_spd(rng, L, k, cond=1e3):
     return (g + g.transpose(0, 2, 1)) / 2
 
 
+@pytest.mark.usefixtures("solve_order")
 @pytest.mark.parametrize("case", SOLVE_CASES)
 @pytest.mark.parametrize("ridge", [0.0, 0.5])
 @pytest.mark.parametrize("k", [1, 2, 7, 32])
@@ -364,6 +380,7 @@ def test_solve_spd_well_conditioned(case, k, ridge, rng):
     assert np.allclose(np.einsum("lij,lj->li", a, x), r, rtol=0, atol=1e-9 * np.abs(r).max())
 
 
+@pytest.mark.usefixtures("solve_order")
 @pytest.mark.parametrize("case", SOLVE_CASES)
 def test_solve_spd_k128(case, rng):
     """The largest k. Diagonally dominant, so the Jacobi sweeps converge fast (a dense
@@ -373,6 +390,7 @@ def test_solve_spd_k128(case, rng):
     solve_and_check(case, g, rng.standard_normal((1, 128)), rtol=1e-8)
 
 
+@pytest.mark.usefixtures("solve_order")
 @pytest.mark.parametrize("case", SOLVE_CASES)
 @pytest.mark.parametrize("ridge", [0.0, 1e-3])
 def test_solve_spd_rank_deficient(case, ridge, rng):
@@ -386,6 +404,7 @@ def test_solve_spd_rank_deficient(case, ridge, rng):
         solve_and_check(case, g[None], r[None], ridge, rtol=1e-8)
 
 
+@pytest.mark.usefixtures("solve_order")
 @pytest.mark.parametrize("case", SOLVE_CASES)
 def test_solve_spd_degenerate(case, rng):
     k = 4
@@ -410,6 +429,7 @@ def test_solve_spd_degenerate(case, rng):
     assert tuple(x.shape) == (0, k)
 
 
+@pytest.mark.usefixtures("solve_order")
 @pytest.mark.parametrize("case", SOLVE_CASES)
 def test_solve_spd_non_finite(case):
     """NaN or Inf anywhere in a system gives an all-NaN x for that system only."""
@@ -422,6 +442,21 @@ def test_solve_spd_non_finite(case):
     x = f64(ops.solve_spd(case.float64(g), case.float64(r)))
     assert np.all(np.isnan(x[:4]))
     assert np.array_equal(x[4], [0.5, 0.5])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("k", [1, 2, 7, 16, 55, 56, 128])
+def test_solve_spd_cuda_bits_equal_cpu_round_robin(k, rng):
+    """CUDA solves in the round-robin order with the same operations as the CPU's run of that
+    order (no FMA contraction on either side): identical bits, shared-memory (k <= 55) and
+    workspace (k > 55) paths alike."""
+    import torch
+    L = 3 if k <= 56 else 1
+    g, r = random_spd(rng, L, k), rng.standard_normal((L, k))
+    want = np.empty((L, k))
+    _C.solve_spd_round_robin(g.ctypes.data, r.ctypes.data, L, k, 0.25, want.ctypes.data)
+    got = ops.solve_spd(torch.from_numpy(g).cuda(), torch.from_numpy(r).cuda(), 0.25)
+    assert np.array_equal(got.cpu().numpy().view(np.int64), want.view(np.int64))
 
 
 # ------------------------------------------------------------------------------------------

@@ -280,7 +280,7 @@ def test_ops_run_on_the_callers_current_stream():
         v[1].copy_(new_b)
         dots = ops.segment_dots(a, b, off)
         comb = ops.adasum_combine(a, b, off, dots=dots)
-        gm, _ = ops.gram(v, off)
+        gm = ops.gram(v, off)
         ws = ops.weighted_sum(v, torch.full((3, 2), 0.5, dtype=torch.float64, device=dev), off)
         ax = ops.axpby(a, b, 2.0, 1.0, off)
     side.synchronize()

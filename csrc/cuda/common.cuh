@@ -43,42 +43,140 @@ __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(
 __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
 __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
 
-// out[i] = f(x[i], y[i]) for this thread's elements of [begin, end). Loads of a group are issued
-// before its stores, so out may alias x or y (each element is read and written by one thread).
-template <typename T, typename F>
-__device__ __forceinline__ void map2(const T* x, const T* y, T* out, int64_t begin, int64_t end,
-                                     F f) {
-  int64_t i = begin + threadIdx.x;
-  for (; i + (kUnroll - 1) * kBlock < end; i += kUnroll * kBlock) {
-    T xv[kUnroll], yv[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      xv[u] = x[i + u * kBlock];
-      yv[u] = y[i + u * kBlock];
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) out[i + u * kBlock] = f(xv[u], yv[u]);
-  }
-  for (; i < end; i += kBlock) out[i] = f(x[i], y[i]);
+// Streaming loops over one tile's elements [begin, end) of buffers indexed from their start.
+// Elements are taken in groups of V = 16 / sizeof(T) consecutive elements, the groups being
+// aligned to multiples of V in index space: thread 0 first takes the head (begin up to the
+// first multiple of V), then thread t takes whole groups t, t + 256, ... in turn, the elements
+// of a group in increasing order, and the tail (after the last whole group) goes to the thread
+// whose turn it is. When every buffer starts 16-byte aligned (cudaMalloc, torch's allocator) a
+// whole group is one 16-byte load (and store) per buffer, kVecUnroll groups in flight per
+// thread; otherwise the same elements are read one by one in the same order. The order depends
+// only on (begin, end), never on addresses: reductions give the same bits for any alignment.
+template <typename T>
+constexpr int kVec = 16 / int(sizeof(T));
+constexpr int kVecUnroll = 4;
+
+template <typename T>
+struct alignas(16) Pack {
+  T v[kVec<T>];
+};
+
+__device__ __forceinline__ bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
 
-// f(x[i], y[i]) for this thread's elements of [begin, end), in increasing i (a fixed order, so
-// per-thread accumulations are deterministic).
+// [first whole group, end of whole groups) in group numbers, and the head's end / tail's start
+// in elements, for the range [begin, end) (see above).
+struct Groups {
+  int64_t g0, g1, head_end, tail_begin;
+};
+
+template <int V>
+__device__ __forceinline__ Groups groups_of(int64_t begin, int64_t end) {
+  const int64_t g0 = (begin + V - 1) / V;
+  const int64_t g1 = end / V;
+  if (g1 <= g0) return {0, 0, end, end};  // no whole group: all head
+  return {g0, g1, g0 * V, g1 * V};
+}
+
+// f(x[i], y[i]) for this thread's elements, in the order above (per-thread accumulations are
+// deterministic).
 template <typename T, typename F>
 __device__ __forceinline__ void visit2(const T* __restrict__ x, const T* __restrict__ y,
                                        int64_t begin, int64_t end, F&& f) {
-  int64_t i = begin + threadIdx.x;
-  for (; i + (kUnroll - 1) * kBlock < end; i += kUnroll * kBlock) {
-    T xv[kUnroll], yv[kUnroll];
+  constexpr int V = kVec<T>;
+  const Groups gr = groups_of<V>(begin, end);
+  if (threadIdx.x == 0)
+    for (int64_t i = begin; i < gr.head_end; ++i) f(x[i], y[i]);
+  int64_t g = gr.g0 + threadIdx.x;
+  if (aligned16(x) && aligned16(y)) {
+    const Pack<T>* xp = reinterpret_cast<const Pack<T>*>(x);
+    const Pack<T>* yp = reinterpret_cast<const Pack<T>*>(y);
+    for (; g + (kVecUnroll - 1) * kBlock < gr.g1; g += kVecUnroll * kBlock) {
+      Pack<T> xv[kVecUnroll], yv[kVecUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      xv[u] = x[i + u * kBlock];
-      yv[u] = y[i + u * kBlock];
+      for (int u = 0; u < kVecUnroll; ++u) {
+        xv[u] = xp[g + u * kBlock];
+        yv[u] = yp[g + u * kBlock];
+      }
+#pragma unroll
+      for (int u = 0; u < kVecUnroll; ++u)
+#pragma unroll
+        for (int e = 0; e < V; ++e) f(xv[u].v[e], yv[u].v[e]);
+    }
+    for (; g < gr.g1; g += kBlock) {
+      const Pack<T> xv = xp[g], yv = yp[g];
+#pragma unroll
+      for (int e = 0; e < V; ++e) f(xv.v[e], yv.v[e]);
+    }
+  } else {
+    for (; g < gr.g1; g += kBlock) {
+      T xv[V], yv[V];
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        xv[e] = x[g * V + e];
+        yv[e] = y[g * V + e];
+      }
+#pragma unroll
+      for (int e = 0; e < V; ++e) f(xv[e], yv[e]);
+    }
+  }
+  if (g == gr.g1)  // the tail, if any, is this thread's turn
+    for (int64_t i = gr.tail_begin; i < end; ++i) f(x[i], y[i]);
+}
+
+// out[i] = f(x[i], y[i]) for this thread's elements. Each element is read and written by one
+// thread, loads before stores, so out may alias x or y.
+template <typename T, typename F>
+__device__ __forceinline__ void map2(const T* x, const T* y, T* out, int64_t begin, int64_t end,
+                                     F f) {
+  constexpr int V = kVec<T>;
+  if (!(aligned16(x) && aligned16(y) && aligned16(out))) {
+    // element-strided across the threads: the best coalescing without 16-byte accesses
+    int64_t i = begin + threadIdx.x;
+    for (; i + (kUnroll - 1) * kBlock < end; i += kUnroll * kBlock) {
+      T xv[kUnroll], yv[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        xv[u] = x[i + u * kBlock];
+        yv[u] = y[i + u * kBlock];
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) out[i + u * kBlock] = f(xv[u], yv[u]);
+    }
+    for (; i < end; i += kBlock) out[i] = f(x[i], y[i]);
+    return;
+  }
+  const Groups gr = groups_of<V>(begin, end);
+  if (threadIdx.x == 0)
+    for (int64_t i = begin; i < gr.head_end; ++i) out[i] = f(x[i], y[i]);
+  const Pack<T>* xp = reinterpret_cast<const Pack<T>*>(x);
+  const Pack<T>* yp = reinterpret_cast<const Pack<T>*>(y);
+  Pack<T>* op = reinterpret_cast<Pack<T>*>(out);
+  int64_t g = gr.g0 + threadIdx.x;
+  for (; g + (kVecUnroll - 1) * kBlock < gr.g1; g += kVecUnroll * kBlock) {
+    Pack<T> xv[kVecUnroll], yv[kVecUnroll];
+#pragma unroll
+    for (int u = 0; u < kVecUnroll; ++u) {
+      xv[u] = xp[g + u * kBlock];
+      yv[u] = yp[g + u * kBlock];
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) f(xv[u], yv[u]);
+    for (int u = 0; u < kVecUnroll; ++u) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) xv[u].v[e] = f(xv[u].v[e], yv[u].v[e]);
+      op[g + u * kBlock] = xv[u];
+    }
   }
-  for (; i < end; i += kBlock) f(x[i], y[i]);
+  for (; g < gr.g1; g += kBlock) {
+    Pack<T> xv = xp[g];
+    const Pack<T> yv = yp[g];
+#pragma unroll
+    for (int e = 0; e < V; ++e) xv.v[e] = f(xv.v[e], yv.v[e]);
+    op[g] = xv;
+  }
+  if (g == gr.g1)
+    for (int64_t i = gr.tail_begin; i < end; ++i) out[i] = f(x[i], y[i]);
 }
 
 }  // namespace accord::cuda::detail

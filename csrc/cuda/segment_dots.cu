@@ -123,8 +123,9 @@ __global__ void __launch_bounds__(kBlock)
 
 // One block per segment: the segment's tiles are cut into kBlock contiguous runs of
 // ceil(tiles / kBlock) tiles. First the largest exponents (a max: order-free), then each run is
-// added in tile order (scaled_dots.h add_partial), then the run sums in run order. Depends only
-// on the layout: bitwise deterministic. Empty segments give zeros.
+// added in tile order (scaled_dots.h add_partial), then the run sums pairwise in a fixed tree
+// (run q + run q + 128, ..., a log2(kBlock)-deep chain rather than a kBlock-long one). Depends
+// only on the layout: bitwise deterministic. Empty segments give zeros.
 template <typename Writer>
 __global__ void __launch_bounds__(kBlock)
     sum_dots_kernel(const double* __restrict__ partials, const int64_t* __restrict__ tile_start,
@@ -153,12 +154,11 @@ __global__ void __launch_bounds__(kBlock)
     run_sums[1][threadIdx.x] = acc.aa;
     run_sums[2][threadIdx.x] = acc.bb;
     __syncthreads();
-    if (threadIdx.x < 3) {
-      double sum = 0.0;
-      for (int q = 0; q < kBlock; ++q) sum += run_sums[threadIdx.x][q];
-      run_sums[threadIdx.x][0] = sum;  // only this thread reads or writes row threadIdx.x
+    for (int stride = kBlock / 2; stride > 0; stride /= 2) {
+      if (threadIdx.x < stride)
+        for (int c = 0; c < 3; ++c) run_sums[c][threadIdx.x] += run_sums[c][threadIdx.x + stride];
+      __syncthreads();
     }
-    __syncthreads();
     if (threadIdx.x == 0)
       writer(l, ScaledDots{run_sums[0][0], run_sums[1][0], run_sums[2][0], seg_exps[0],
                            seg_exps[1]});

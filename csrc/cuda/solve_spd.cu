@@ -1,14 +1,14 @@
 // Batched small symmetric solves: one warp per system, running spd_solve.h's
-// solve_symmetric_pinv (the CPU backend runs the same template on one thread). The lanes split
-// every independent element loop (the k rows of a rotation's column and row updates, of the
-// initialisation and of the solution); the scalar steps (sweep test, rotation angle,
-// projections) run in every lane alike, so every value comes from the same operations in the
-// same order as on the CPU, and this file is compiled without FMA contraction
-// (cmake/AccordCUDA.cmake): CUDA and CPU give the same bits.
+// solve_symmetric_pinv_round_robin. A round's ceil(k/2) rotation angles are computed by as many
+// lanes at once and its column and row updates are split over the lanes, so a sweep costs k - 1
+// dependent chains of divisions and square roots instead of k (k - 1) / 2 (the cyclic order's).
+// The scalar steps (sweep test, projections) run in every lane alike and this file is compiled
+// without FMA contraction (cmake/AccordCUDA.cmake): the result has the same bits as the CPU's
+// run of the same order (accord._C.solve_spd_round_robin), which tests compare against.
 //
-// The matrix and the eigenvectors (2 k^2 doubles) live in shared memory when they fit in the
-// default 48 KiB (k <= 55), otherwise in the caller's workspace (L1/L2-resident), as the Jacobi
-// sweep overwrites them.
+// The matrix, the eigenvectors and the round's angles (2 k^2 + 2 ceil(k/2) doubles) live in
+// shared memory when they fit in the default 48 KiB (k <= 55), otherwise in the caller's
+// workspace (L1/L2-resident), as the sweeps overwrite them.
 #include "accord/kernels.h"
 #include "accord/spd_solve.h"
 #include "common.cuh"
@@ -30,8 +30,11 @@ struct WarpLoops {
   __device__ __forceinline__ bool all(bool b) const { return __all_sync(0xFFFFFFFFu, b); }
 };
 
+// doubles of scratch per system: a, v, and the round's (c, s) pairs
+ACCORD_HD int64_t solve_scratch_doubles(int64_t k) { return 2 * k * k + 2 * ((k + 1) / 2); }
+
 int64_t solve_shared_bytes(int64_t k) {
-  const int64_t bytes = 2 * k * k * int64_t(sizeof(double));
+  const int64_t bytes = solve_scratch_doubles(k) * int64_t(sizeof(double));
   return bytes <= kSharedSolveBytes ? bytes : 0;
 }
 
@@ -43,13 +46,14 @@ __global__ void __launch_bounds__(kWarp)
   extern __shared__ double shared[];
   const int64_t kk = k * k;
   for (int64_t s = blockIdx.x; s < num_systems; s += gridDim.x) {
-    double* a = in_shared ? shared : scratch + s * 2 * kk;
+    double* a = in_shared ? shared : scratch + s * solve_scratch_doubles(k);
     double* v = a + kk;
+    double* cs = v + kk;
     const double* g = gram + s * kk;
     __syncwarp();  // the previous system's last reads of a are done
     for (int64_t i = threadIdx.x; i < kk; i += kWarp) a[i] = g[i];
     __syncwarp();
-    solve_symmetric_pinv(a, v, rhs + s * k, k, ridge, x + s * k, WarpLoops{});
+    solve_symmetric_pinv_round_robin(a, v, rhs + s * k, k, ridge, x + s * k, cs, WarpLoops{});
   }
 }
 
@@ -57,7 +61,7 @@ __global__ void __launch_bounds__(kWarp)
 }  // namespace detail
 
 int64_t solve_spd_workspace_bytes(int64_t num_systems, int64_t k) {
-  return num_systems * 2 * k * k * int64_t(sizeof(double));
+  return num_systems * detail::solve_scratch_doubles(k) * int64_t(sizeof(double));
 }
 
 void solve_spd(const double* gram, const double* rhs, int64_t num_systems, int64_t k, double ridge,

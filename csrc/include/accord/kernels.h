@@ -36,6 +36,9 @@ void gram(DType dtype, const void* vectors, int64_t k, const void* rhs, const La
           double* gram, double* rhs_dots);
 void solve_spd(const double* gram, const double* rhs, int64_t num_systems, int64_t k, double ridge,
                double* x);
+// The CUDA backend's sweep order (spd_solve.h) run on the CPU: what tests compare CUDA against.
+void solve_spd_round_robin(const double* gram, const double* rhs, int64_t num_systems, int64_t k,
+                           double ridge, double* x);
 void weighted_sum(DType dtype, const void* vectors, int64_t k, const double* weights,
                   const Layout& layout, void* out);
 void axpby(DType dtype, const void* x, const void* y, void* out, const Layout& layout,

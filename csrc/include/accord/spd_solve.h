@@ -1,7 +1,8 @@
 #pragma once
 // Solve of one small symmetric system (A + ridge I) x = r, shared by both backends.
 //
-// Cyclic Jacobi eigendecomposition A = V diag(lam) V^T, then the pseudo-inverse solution
+// Jacobi eigendecomposition A = V diag(lam) V^T (cyclic order on the CPU, round-robin order
+// on CUDA, below), then the pseudo-inverse solution
 // x = V diag(1/lam_i if |lam_i| > tol else 0) V^T r, tol = k * DBL_EPSILON * max|lam|.
 // A rank-deficient or zero matrix therefore gives the finite minimum-norm least-squares answer,
 // never NaN from a division by a zero pivot. A NaN or Inf anywhere in the system (matrix, rhs)
@@ -21,8 +22,9 @@ constexpr int kMaxJacobiSweeps = 60;
 // How the element loops of one solve run. The algorithm below is written once against this
 // interface: the CPU runs it on one thread (SerialLoops), the CUDA backend with one warp per
 // system (csrc/cuda/solve_spd.cu), lanes taking the i of each independent element loop in turn.
-// The scalar parts (sweep test, rotation angle, projections) run in every lane alike, so each
-// value is computed by the same operations in the same order on both backends.
+// The scalar parts (sweep test, projections) run in every lane alike, so a given order computes
+// every value by the same operations in the same order on both backends (the CPU runs the
+// round-robin order too, for tests: accord._C.solve_spd_round_robin).
 //   for_each(k, f): f(i) for every i in [0, k), iterations independent of each other; every
 //                   lane's earlier reads and writes are complete before it starts and its
 //                   writes are visible to every lane when it returns.
@@ -35,39 +37,86 @@ struct SerialLoops {
   ACCORD_HD bool all(bool b) const { return b; }
 };
 
-// a: k*k row-major, overwritten (its diagonal ends as the eigenvalues); v: k*k scratch.
+// The parts shared by both sweep orders. a: k*k row-major, overwritten (its diagonal ends as
+// the eigenvalues); v: k*k scratch (the eigenvectors).
+
+// Checks the input and starts the iteration (a += ridge I, v = I). Returns false, with x all
+// NaN, when the system has a NaN or Inf: the sweeps would stop at once (NaN off-diagonal norm)
+// or every eigenvalue would be dropped (tol = inf), returning a finite x.
 template <typename Loops>
-ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64_t k, double ridge,
-                                    double* x, const Loops& loops) {
-  // Non-finite input: the sweeps would stop at once (NaN off-diagonal norm) or every eigenvalue
-  // would be dropped (tol = inf), returning a finite x. fabs(NaN) <= DBL_MAX is false.
-  bool finite = true;
+ACCORD_HD bool jacobi_start(double* a, double* v, const double* r, int64_t k, double ridge,
+                            double* x, const Loops& loops) {
+  bool finite = true;  // fabs(NaN) <= DBL_MAX is false
   loops.for_each(k, [&](int64_t i) {
     for (int64_t j = 0; j < k; ++j) finite = finite && fabs(a[i * k + j]) <= DBL_MAX;
     finite = finite && fabs(r[i]) <= DBL_MAX;
   });
   if (!loops.all(finite)) {
     loops.for_each(k, [&](int64_t i) { x[i] = nan(""); });
-    return;
+    return false;
   }
   loops.for_each(k, [&](int64_t i) {
     a[i * k + i] += ridge;
     for (int64_t j = 0; j < k; ++j) v[i * k + j] = i == j ? 1.0 : 0.0;
   });
-  for (int sweep = 0; sweep < kMaxJacobiSweeps; ++sweep) {
-    double off = 0.0, diag = 0.0;
-    for (int64_t i = 0; i < k; ++i) {
-      diag += a[i * k + i] * a[i * k + i];
-      for (int64_t j = i + 1; j < k; ++j) off += a[i * k + j] * a[i * k + j];
-    }
-    if (!(off > DBL_EPSILON * DBL_EPSILON * diag)) break;  // also stops on NaN
+  return true;
+}
+
+// True when the off-diagonal part is negligible (also on NaN): no further sweep.
+ACCORD_HD bool jacobi_converged(const double* a, int64_t k) {
+  double off = 0.0, diag = 0.0;
+  for (int64_t i = 0; i < k; ++i) {
+    diag += a[i * k + i] * a[i * k + i];
+    for (int64_t j = i + 1; j < k; ++j) off += a[i * k + j] * a[i * k + j];
+  }
+  return !(off > DBL_EPSILON * DBL_EPSILON * diag);
+}
+
+// The rotation (c, s) that zeroes a[p][q]; false (and (1, 0)) when a[p][q] is already 0.
+ACCORD_HD bool jacobi_rotation(const double* a, int64_t k, int64_t p, int64_t q, double* c,
+                               double* s) {
+  const double apq = a[p * k + q];
+  if (apq == 0.0) {
+    *c = 1.0;
+    *s = 0.0;
+    return false;
+  }
+  const double theta = (a[q * k + q] - a[p * k + p]) / (2.0 * apq);
+  const double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+  *c = 1.0 / sqrt(t * t + 1.0);
+  *s = t * *c;
+  return true;
+}
+
+// x = V diag(1/lam_i if |lam_i| > tol else 0) V^T r, tol = k * DBL_EPSILON * max|lam|.
+template <typename Loops>
+ACCORD_HD void pinv_solution(const double* a, const double* v, const double* r, int64_t k,
+                             double* x, const Loops& loops) {
+  double lam_max = 0.0;
+  for (int64_t i = 0; i < k; ++i) lam_max = fmax(lam_max, fabs(a[i * k + i]));
+  const double tol = double(k) * DBL_EPSILON * lam_max;
+  loops.for_each(k, [&](int64_t i) { x[i] = 0.0; });
+  for (int64_t e = 0; e < k; ++e) {
+    const double lam = a[e * k + e];
+    if (!(fabs(lam) > tol) && !(lam != lam)) continue;  // null space (NaN falls through)
+    double proj = 0.0;
+    for (int64_t i = 0; i < k; ++i) proj += v[i * k + e] * r[i];
+    const double scale = proj / lam;
+    loops.for_each(k, [&](int64_t i) { x[i] += scale * v[i * k + e]; });
+  }
+}
+
+// Cyclic order (the CPU backend): rotations (0,1), (0,2), ..., (k-2,k-1), one after the other,
+// each angle computed from the matrix the previous rotation left.
+template <typename Loops>
+ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64_t k, double ridge,
+                                    double* x, const Loops& loops) {
+  if (!jacobi_start(a, v, r, k, ridge, x, loops)) return;
+  for (int sweep = 0; sweep < kMaxJacobiSweeps && !jacobi_converged(a, k); ++sweep) {
     for (int64_t p = 0; p < k; ++p) {
       for (int64_t q = p + 1; q < k; ++q) {
-        const double apq = a[p * k + q];
-        if (apq == 0.0) continue;
-        const double theta = (a[q * k + q] - a[p * k + p]) / (2.0 * apq);
-        const double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
-        const double c = 1.0 / sqrt(t * t + 1.0), s = t * c;
+        double c, s;
+        if (!jacobi_rotation(a, k, p, q, &c, &s)) continue;
         loops.for_each(k, [&](int64_t i) {  // columns p, q of a; columns p, q of v
           const double aip = a[i * k + p], aiq = a[i * k + q];
           a[i * k + p] = c * aip - s * aiq;
@@ -84,23 +133,75 @@ ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64
       }
     }
   }
-  double lam_max = 0.0;
-  for (int64_t i = 0; i < k; ++i) lam_max = fmax(lam_max, fabs(a[i * k + i]));
-  const double tol = double(k) * DBL_EPSILON * lam_max;
-  loops.for_each(k, [&](int64_t i) { x[i] = 0.0; });
-  for (int64_t e = 0; e < k; ++e) {
-    const double lam = a[e * k + e];
-    if (!(fabs(lam) > tol) && !(lam != lam)) continue;  // null space (NaN falls through)
-    double proj = 0.0;
-    for (int64_t i = 0; i < k; ++i) proj += v[i * k + e] * r[i];
-    const double scale = proj / lam;
-    loops.for_each(k, [&](int64_t i) { x[i] += scale * v[i * k + e]; });
-  }
+  pinv_solution(a, v, r, k, x, loops);
 }
 
 ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64_t k, double ridge,
                                     double* x) {
   solve_symmetric_pinv(a, v, r, k, ridge, x, SerialLoops{});
+}
+
+// Pair j of round `round` of the round-robin ("circle") order over m = k rounded up to even
+// indices: in m - 1 rounds every pair (p < q) appears once, and the m / 2 pairs of one round
+// are disjoint. A pair with q >= k (k odd) is a no-op.
+ACCORD_HD void round_robin_pair(int64_t m, int64_t round, int64_t j, int64_t* p, int64_t* q) {
+  const int64_t x = j == 0 ? round : (round + j) % (m - 1);
+  const int64_t y = j == 0 ? m - 1 : (round - j + (m - 1)) % (m - 1);
+  *p = x < y ? x : y;
+  *q = x < y ? y : x;
+}
+
+// Round-robin order (the CUDA backend): the m / 2 rotations of a round touch disjoint index
+// pairs, so their angles do not depend on each other and are computed at once, then applied
+// together (all columns, then all rows). The same pairs as the cyclic order, with the same
+// convergence test and pseudo-inverse, in ceil(k/2)-wide steps instead of single rotations: a
+// round costs one rotation's dependent chain of divisions and square roots, not k/2 of them.
+// Results agree with the cyclic order to rounding. cs: 2 * ceil(k/2) doubles of scratch; a
+// rotation stored as s == 0 (a[p][q] == 0, or an angle too small to represent) is skipped.
+template <typename Loops>
+ACCORD_HD void solve_symmetric_pinv_round_robin(double* a, double* v, const double* r, int64_t k,
+                                                double ridge, double* x, double* cs,
+                                                const Loops& loops) {
+  if (!jacobi_start(a, v, r, k, ridge, x, loops)) return;
+  const int64_t m = k + (k & 1), half = m / 2;
+  for (int sweep = 0; sweep < kMaxJacobiSweeps && !jacobi_converged(a, k); ++sweep) {
+    for (int64_t round = 0; round < m - 1; ++round) {
+      loops.for_each(half, [&](int64_t j) {
+        int64_t p, q;
+        round_robin_pair(m, round, j, &p, &q);
+        if (q < k) {
+          jacobi_rotation(a, k, p, q, &cs[2 * j], &cs[2 * j + 1]);
+        } else {
+          cs[2 * j] = 1.0;
+          cs[2 * j + 1] = 0.0;
+        }
+      });
+      loops.for_each(half * k, [&](int64_t w) {  // columns p, q of a and v, every pair
+        const int64_t j = w / k, i = w - j * k;
+        const double c = cs[2 * j], s = cs[2 * j + 1];
+        if (s == 0.0) return;
+        int64_t p, q;
+        round_robin_pair(m, round, j, &p, &q);
+        const double aip = a[i * k + p], aiq = a[i * k + q];
+        a[i * k + p] = c * aip - s * aiq;
+        a[i * k + q] = s * aip + c * aiq;
+        const double vip = v[i * k + p], viq = v[i * k + q];
+        v[i * k + p] = c * vip - s * viq;
+        v[i * k + q] = s * vip + c * viq;
+      });
+      loops.for_each(half * k, [&](int64_t w) {  // rows p, q of a, after all of the columns
+        const int64_t j = w / k, i = w - j * k;
+        const double c = cs[2 * j], s = cs[2 * j + 1];
+        if (s == 0.0) return;
+        int64_t p, q;
+        round_robin_pair(m, round, j, &p, &q);
+        const double api = a[p * k + i], aqi = a[q * k + i];
+        a[p * k + i] = c * api - s * aqi;
+        a[q * k + i] = s * api + c * aqi;
+      });
+    }
+  }
+  pinv_solution(a, v, r, k, x, loops);
 }
 
 }  // namespace accord
