@@ -21,7 +21,7 @@ void solve_spd_round_robin(const double* gram, const double* rhs, int64_t num_sy
                            double ridge, double* x) {
   for (int64_t l = 0; l < num_systems; ++l) {
     std::vector<double> a(gram + l * k * k, gram + (l + 1) * k * k), v(size_t(k * k)),
-        cs(size_t(2 * ((k + 1) / 2)));
+        cs(size_t(4 * ((k + 1) / 2)));
     solve_symmetric_pinv_round_robin(a.data(), v.data(), rhs + l * k, k, ridge, x + l * k,
                                      cs.data(), SerialLoops{});
   }

@@ -6,8 +6,8 @@
 // without FMA contraction (cmake/AccordCUDA.cmake): the result has the same bits as the CPU's
 // run of the same order (accord._C.solve_spd_round_robin), which tests compare against.
 //
-// The matrix, the eigenvectors and the round's angles (2 k^2 + 2 ceil(k/2) doubles) live in
-// shared memory when they fit in the default 48 KiB (k <= 55), otherwise in the caller's
+// The matrix, the eigenvectors and the round's rotations (2 k^2 + 4 ceil(k/2) doubles) live in
+// shared memory when they fit in the default 48 KiB (k <= 54), otherwise in the caller's
 // workspace (L1/L2-resident), as the sweeps overwrite them.
 #include "accord/kernels.h"
 #include "accord/spd_solve.h"
@@ -30,8 +30,8 @@ struct WarpLoops {
   __device__ __forceinline__ bool all(bool b) const { return __all_sync(0xFFFFFFFFu, b); }
 };
 
-// doubles of scratch per system: a, v, and the round's (c, s) pairs
-ACCORD_HD int64_t solve_scratch_doubles(int64_t k) { return 2 * k * k + 2 * ((k + 1) / 2); }
+// doubles of scratch per system: a, v, and the round's (c, s, p, q) per pair
+ACCORD_HD int64_t solve_scratch_doubles(int64_t k) { return 2 * k * k + 4 * ((k + 1) / 2); }
 
 int64_t solve_shared_bytes(int64_t k) {
   const int64_t bytes = solve_scratch_doubles(k) * int64_t(sizeof(double));

@@ -97,30 +97,34 @@ template <> struct Elem<double> {
 };
 // On the GPU the conversions use the hardware's (one instruction instead of a dozen in the
 // streaming loops). Both directions are exact / round-to-nearest-even there as here, so the
-// bits are the same; NaN and Inf take the functions above, which fix their bit patterns.
+// bits are the same; NaN and Inf keep the bit patterns of the functions above (selected
+// without a branch: the streaming loops stay straight-line code).
 template <> struct Elem<half_t> {
   using opmath = float;
   static ACCORD_HD float load(half_t v) {
 #if defined(__CUDA_ARCH__)
-    if ((v.bits & 0x7C00u) != 0x7C00u) {
-      float f;
-      asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
-      return f;
-    }
-#endif
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+    const float special = bits_float((uint32_t(v.bits & 0x8000u) << 16) | 0x7F800000u |
+                                     (uint32_t(v.bits & 0x3FFu) << 13));
+    return (v.bits & 0x7C00u) == 0x7C00u ? special : f;
+#else
     return half_to_float(v.bits);
+#endif
   }
   static ACCORD_HD half_t store(float v) {
 #if defined(__CUDA_ARCH__)
-    if (fabsf(v) <= 3.402823466e38f) {  // finite
-      uint16_t h;
-      asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
-      return half_t{h};
-    }
-#endif
+    uint16_t h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));  // also +-Inf and overflow to Inf
+    const uint32_t x = float_bits(v);
+    const uint16_t nan = uint16_t(((x >> 16) & 0x8000u) | 0x7E00u | ((x >> 13) & 0x3FFu));
+    return half_t{v != v ? nan : h};
+#else
     return half_t{float_to_half(v)};
+#endif
   }
 };
+
 template <> struct Elem<bfloat16_t> {
   using opmath = float;
   static ACCORD_HD float load(bfloat16_t v) { return bf16_to_float(v.bits); }

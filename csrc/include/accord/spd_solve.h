@@ -143,10 +143,16 @@ ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64
 
 // Pair j of round `round` of the round-robin ("circle") order over m = k rounded up to even
 // indices: in m - 1 rounds every pair (p < q) appears once, and the m / 2 pairs of one round
-// are disjoint. A pair with q >= k (k odd) is a no-op.
-ACCORD_HD void round_robin_pair(int64_t m, int64_t round, int64_t j, int64_t* p, int64_t* q) {
-  const int64_t x = j == 0 ? round : (round + j) % (m - 1);
-  const int64_t y = j == 0 ? m - 1 : (round - j + (m - 1)) % (m - 1);
+// are disjoint. A pair with q >= k (k odd) is a no-op. No division: index arithmetic runs in
+// every lane of the CUDA solve, where 64-bit division is slow.
+ACCORD_HD void round_robin_pair(int m, int round, int j, int* p, int* q) {
+  int x = round, y = m - 1;
+  if (j != 0) {
+    x = round + j;
+    if (x >= m - 1) x -= m - 1;
+    y = round - j;
+    if (y < 0) y += m - 1;
+  }
   *p = x < y ? x : y;
   *q = x < y ? y : x;
 }
@@ -156,48 +162,54 @@ ACCORD_HD void round_robin_pair(int64_t m, int64_t round, int64_t j, int64_t* p,
 // together (all columns, then all rows). The same pairs as the cyclic order, with the same
 // convergence test and pseudo-inverse, in ceil(k/2)-wide steps instead of single rotations: a
 // round costs one rotation's dependent chain of divisions and square roots, not k/2 of them.
-// Results agree with the cyclic order to rounding. cs: 2 * ceil(k/2) doubles of scratch; a
-// rotation stored as s == 0 (a[p][q] == 0, or an angle too small to represent) is skipped.
+// Results agree with the cyclic order to rounding. cs: 4 * ceil(k/2) doubles of scratch (per
+// pair c, s, p, q); a rotation stored as s == 0 (a[p][q] == 0, or an angle too small to
+// represent) is skipped.
 template <typename Loops>
 ACCORD_HD void solve_symmetric_pinv_round_robin(double* a, double* v, const double* r, int64_t k,
                                                 double ridge, double* x, double* cs,
                                                 const Loops& loops) {
   if (!jacobi_start(a, v, r, k, ridge, x, loops)) return;
-  const int64_t m = k + (k & 1), half = m / 2;
+  const int m = int(k + (k & 1)), half = m / 2;
   for (int sweep = 0; sweep < kMaxJacobiSweeps && !jacobi_converged(a, k); ++sweep) {
-    for (int64_t round = 0; round < m - 1; ++round) {
+    for (int round = 0; round < m - 1; ++round) {
       loops.for_each(half, [&](int64_t j) {
-        int64_t p, q;
-        round_robin_pair(m, round, j, &p, &q);
+        int p, q;
+        round_robin_pair(m, round, int(j), &p, &q);
+        double* pair = cs + 4 * j;
+        pair[2] = p;
+        pair[3] = q;
         if (q < k) {
-          jacobi_rotation(a, k, p, q, &cs[2 * j], &cs[2 * j + 1]);
+          jacobi_rotation(a, k, p, q, &pair[0], &pair[1]);
         } else {
-          cs[2 * j] = 1.0;
-          cs[2 * j + 1] = 0.0;
+          pair[0] = 1.0;
+          pair[1] = 0.0;
         }
       });
-      loops.for_each(half * k, [&](int64_t w) {  // columns p, q of a and v, every pair
-        const int64_t j = w / k, i = w - j * k;
-        const double c = cs[2 * j], s = cs[2 * j + 1];
-        if (s == 0.0) return;
-        int64_t p, q;
-        round_robin_pair(m, round, j, &p, &q);
-        const double aip = a[i * k + p], aiq = a[i * k + q];
-        a[i * k + p] = c * aip - s * aiq;
-        a[i * k + q] = s * aip + c * aiq;
-        const double vip = v[i * k + p], viq = v[i * k + q];
-        v[i * k + p] = c * vip - s * viq;
-        v[i * k + q] = s * vip + c * viq;
+      loops.for_each(k, [&](int64_t i) {  // row i: columns p, q of a and v, every pair
+        for (int j = 0; j < half; ++j) {
+          const double* pair = cs + 4 * j;
+          const double c = pair[0], s = pair[1];
+          if (s == 0.0) continue;
+          const int64_t p = int64_t(pair[2]), q = int64_t(pair[3]);
+          const double aip = a[i * k + p], aiq = a[i * k + q];
+          a[i * k + p] = c * aip - s * aiq;
+          a[i * k + q] = s * aip + c * aiq;
+          const double vip = v[i * k + p], viq = v[i * k + q];
+          v[i * k + p] = c * vip - s * viq;
+          v[i * k + q] = s * vip + c * viq;
+        }
       });
-      loops.for_each(half * k, [&](int64_t w) {  // rows p, q of a, after all of the columns
-        const int64_t j = w / k, i = w - j * k;
-        const double c = cs[2 * j], s = cs[2 * j + 1];
-        if (s == 0.0) return;
-        int64_t p, q;
-        round_robin_pair(m, round, j, &p, &q);
-        const double api = a[p * k + i], aqi = a[q * k + i];
-        a[p * k + i] = c * api - s * aqi;
-        a[q * k + i] = s * api + c * aqi;
+      loops.for_each(k, [&](int64_t i) {  // column i: rows p, q of a, after all of the columns
+        for (int j = 0; j < half; ++j) {
+          const double* pair = cs + 4 * j;
+          const double c = pair[0], s = pair[1];
+          if (s == 0.0) continue;
+          const int64_t p = int64_t(pair[2]), q = int64_t(pair[3]);
+          const double api = a[p * k + i], aqi = a[q * k + i];
+          a[p * k + i] = c * api - s * aqi;
+          a[q * k + i] = s * api + c * aqi;
+        }
       });
     }
   }
