@@ -54,7 +54,7 @@ __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(
 // only on (begin, end), never on addresses: reductions give the same bits for any alignment.
 template <typename T>
 constexpr int kVec = 16 / int(sizeof(T));
-constexpr int kVecUnroll = 4;
+constexpr int kVecUnroll = 4;  // 8 was measured too: no faster dots, slower combines (H200)
 
 template <typename T>
 struct alignas(16) Pack {

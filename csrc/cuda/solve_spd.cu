@@ -21,6 +21,7 @@ constexpr int kWarp = 32;
 constexpr int64_t kSharedSolveBytes = 48 * 1024;
 
 struct WarpLoops {
+  static constexpr int kLanes = kWarp;
   template <typename F>
   __device__ __forceinline__ void for_each(int64_t k, F&& f) const {
     __syncwarp();  // every lane's reads of what this loop overwrites are done

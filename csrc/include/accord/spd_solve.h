@@ -29,7 +29,9 @@ constexpr int kMaxJacobiSweeps = 60;
 //                   lane's earlier reads and writes are complete before it starts and its
 //                   writes are visible to every lane when it returns.
 //   all(b):         b combined with && over the lanes.
+//   kLanes:         how many lanes share the loops (a layout choice only, never the bits).
 struct SerialLoops {
+  static constexpr int kLanes = 1;
   template <typename F>
   ACCORD_HD void for_each(int64_t k, F&& f) const {
     for (int64_t i = 0; i < k; ++i) f(i);
@@ -186,31 +188,48 @@ ACCORD_HD void solve_symmetric_pinv_round_robin(double* a, double* v, const doub
           pair[1] = 0.0;
         }
       });
-      loops.for_each(k, [&](int64_t i) {  // row i: columns p, q of a and v, every pair
-        for (int j = 0; j < half; ++j) {
-          const double* pair = cs + 4 * j;
-          const double c = pair[0], s = pair[1];
-          if (s == 0.0) continue;
-          const int64_t p = int64_t(pair[2]), q = int64_t(pair[3]);
-          const double aip = a[i * k + p], aiq = a[i * k + q];
-          a[i * k + p] = c * aip - s * aiq;
-          a[i * k + q] = s * aip + c * aiq;
-          const double vip = v[i * k + p], viq = v[i * k + q];
-          v[i * k + p] = c * vip - s * viq;
-          v[i * k + q] = s * vip + c * viq;
-        }
-      });
-      loops.for_each(k, [&](int64_t i) {  // column i: rows p, q of a, after all of the columns
-        for (int j = 0; j < half; ++j) {
-          const double* pair = cs + 4 * j;
-          const double c = pair[0], s = pair[1];
-          if (s == 0.0) continue;
-          const int64_t p = int64_t(pair[2]), q = int64_t(pair[3]);
-          const double api = a[p * k + i], aqi = a[q * k + i];
-          a[p * k + i] = c * api - s * aqi;
-          a[q * k + i] = s * api + c * aqi;
-        }
-      });
+      // row i's columns p, q of a and v, and column i's rows p, q of a, for pair j (skipped
+      // when its rotation is the identity)
+      auto columns = [&](int64_t j, int64_t i) {
+        const double* pair = cs + 4 * j;
+        const double c = pair[0], s = pair[1];
+        if (s == 0.0) return;
+        const int64_t p = int64_t(pair[2]), q = int64_t(pair[3]);
+        const double aip = a[i * k + p], aiq = a[i * k + q];
+        a[i * k + p] = c * aip - s * aiq;
+        a[i * k + q] = s * aip + c * aiq;
+        const double vip = v[i * k + p], viq = v[i * k + q];
+        v[i * k + p] = c * vip - s * viq;
+        v[i * k + q] = s * vip + c * viq;
+      };
+      auto rows = [&](int64_t j, int64_t i) {
+        const double* pair = cs + 4 * j;
+        const double c = pair[0], s = pair[1];
+        if (s == 0.0) return;
+        const int64_t p = int64_t(pair[2]), q = int64_t(pair[3]);
+        const double api = a[p * k + i], aqi = a[q * k + i];
+        a[p * k + i] = c * api - s * aqi;
+        a[q * k + i] = s * api + c * aqi;
+      };
+      // all columns, then all rows; each element's operations are the same in both layouts
+      if (k < Loops::kLanes) {  // fewer rows than lanes: (pair, row) items over the lanes
+        const uint32_t ku = uint32_t(k);
+        loops.for_each(half * k, [&](int64_t w) {
+          const uint32_t j = uint32_t(w) / ku;
+          columns(j, uint32_t(w) - j * ku);
+        });
+        loops.for_each(half * k, [&](int64_t w) {
+          const uint32_t j = uint32_t(w) / ku;
+          rows(j, uint32_t(w) - j * ku);
+        });
+      } else {  // a row (column) per lane, its pairs in turn
+        loops.for_each(k, [&](int64_t i) {
+          for (int j = 0; j < half; ++j) columns(j, i);
+        });
+        loops.for_each(k, [&](int64_t i) {
+          for (int j = 0; j < half; ++j) rows(j, i);
+        });
+      }
     }
   }
   pinv_solution(a, v, r, k, x, loops);
