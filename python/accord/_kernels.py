@@ -88,14 +88,15 @@ class Buf:
             self.tensor = True
             if not obj.is_contiguous():
                 raise ValueError(f"{name} must be contiguous; call .contiguous() first")
-            dev = obj.device
-            if dev.type == "cpu":
+            # is_cpu / is_cuda / get_device(): each a fraction of obj.device.type, which builds
+            # a torch.device and a str on every call
+            if obj.is_cpu:
                 self.device, self.cuda_index, self.kdev = CPU, None, CPU
-            elif dev.type == "cuda":
-                self.device, self.cuda_index = CUDA, dev.index
-                self.kdev = CUDA + dev.index
+            elif obj.is_cuda:
+                index = obj.get_device()
+                self.device, self.cuda_index, self.kdev = CUDA, index, CUDA + index
             else:
-                raise ValueError(f"{name} is on device {dev}; accord supports cpu and cuda")
+                raise ValueError(f"{name} is on device {obj.device}; accord supports cpu and cuda")
             self.ptr = obj.data_ptr()
             self.shape = tuple(obj.shape)
         else:
@@ -231,7 +232,7 @@ def _offsets_key(offsets):
             return offsets.tobytes()
         return None
     if is_tensor(offsets) and offsets.dtype is _torch_int64() and offsets.dim() == 1 \
-            and offsets.device.type == "cpu" and not offsets.requires_grad:
+            and offsets.is_cpu and not offsets.requires_grad:
         return offsets.numpy().tobytes()
     return None
 
