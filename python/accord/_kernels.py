@@ -274,15 +274,25 @@ def empty(like: Buf, shape, float64: bool = False):
     return np.empty(shape, dtype=np.float64 if float64 else like.obj.dtype)
 
 
+def _on_device_of(tensor, buf: Buf) -> bool:
+    """Whether a torch tensor lives on ``buf``'s device (buf holds a tensor)."""
+    if buf.device == CUDA:
+        return tensor.is_cuda and tensor.get_device() == buf.cuda_index
+    return tensor.is_cpu
+
+
 def float64_array(values, like: Buf, name: str, shape):
     """Coefficient arrays (weights, alpha, beta): float64, contiguous, on like's device."""
     if like.tensor:
         torch = torch_module()
-        if is_tensor(values):
-            t = values.to(device=like.obj.device, dtype=torch.float64)
+        if is_tensor(values) and values.dtype is torch.float64 and values.is_contiguous() \
+                and _on_device_of(values, like):
+            t = values  # what .to(...).contiguous() would return, without parsing their arguments
+        elif is_tensor(values):
+            t = values.to(device=like.obj.device, dtype=torch.float64).contiguous()
         else:
-            t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=like.obj.device)
-        t = t.contiguous()
+            t = torch.as_tensor(np.asarray(values, dtype=np.float64),
+                                device=like.obj.device).contiguous()
     else:
         if is_tensor(values):
             values = values.detach().cpu().numpy()
