@@ -302,6 +302,8 @@ def _fake_cuda_tensor(n=8):
     t = cls()
     t.dtype, t.shape = torch.float32, torch.Size([n])
     t.device = types.SimpleNamespace(type="cuda", index=0)
+    t.is_cpu, t.is_cuda = False, True
+    t.get_device = lambda: 0
     t.is_contiguous = lambda: True
     t.data_ptr = lambda: 0xDEAD0000
     t.numel = lambda: n

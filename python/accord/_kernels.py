@@ -88,14 +88,15 @@ class Buf:
             self.tensor = True
             if not obj.is_contiguous():
                 raise ValueError(f"{name} must be contiguous; call .contiguous() first")
-            dev = obj.device
-            if dev.type == "cpu":
+            # is_cpu / is_cuda / get_device(): each a fraction of obj.device.type, which builds
+            # a torch.device and a str on every call
+            if obj.is_cpu:
                 self.device, self.cuda_index, self.kdev = CPU, None, CPU
-            elif dev.type == "cuda":
-                self.device, self.cuda_index = CUDA, dev.index
-                self.kdev = CUDA + dev.index
+            elif obj.is_cuda:
+                index = obj.get_device()
+                self.device, self.cuda_index, self.kdev = CUDA, index, CUDA + index
             else:
-                raise ValueError(f"{name} is on device {dev}; accord supports cpu and cuda")
+                raise ValueError(f"{name} is on device {obj.device}; accord supports cpu and cuda")
             self.ptr = obj.data_ptr()
             self.shape = tuple(obj.shape)
         else:
@@ -231,7 +232,7 @@ def _offsets_key(offsets):
             return offsets.tobytes()
         return None
     if is_tensor(offsets) and offsets.dtype is _torch_int64() and offsets.dim() == 1 \
-            and offsets.device.type == "cpu" and not offsets.requires_grad:
+            and offsets.is_cpu and not offsets.requires_grad:
         return offsets.numpy().tobytes()
     return None
 
@@ -266,19 +267,32 @@ def empty(like: Buf, shape, float64: bool = False):
     if like.tensor:
         torch = torch_module()
         dtype = torch.float64 if float64 else like.obj.dtype
-        return torch.empty(shape, dtype=dtype, device=like.obj.device)
+        if not shape:  # 0-d: no sizes to pass one by one
+            return torch.empty((), dtype=dtype, device=like.obj.device)
+        # the sizes as separate arguments: torch parses them over 1 us faster than one tuple
+        return torch.empty(*shape, dtype=dtype, device=like.obj.device)
     return np.empty(shape, dtype=np.float64 if float64 else like.obj.dtype)
+
+
+def _on_device_of(tensor, buf: Buf) -> bool:
+    """Whether a torch tensor lives on ``buf``'s device (buf holds a tensor)."""
+    if buf.device == CUDA:
+        return tensor.is_cuda and tensor.get_device() == buf.cuda_index
+    return tensor.is_cpu
 
 
 def float64_array(values, like: Buf, name: str, shape):
     """Coefficient arrays (weights, alpha, beta): float64, contiguous, on like's device."""
     if like.tensor:
         torch = torch_module()
-        if is_tensor(values):
-            t = values.to(device=like.obj.device, dtype=torch.float64)
+        if is_tensor(values) and values.dtype is torch.float64 and values.is_contiguous() \
+                and _on_device_of(values, like):
+            t = values  # what .to(...).contiguous() would return, without parsing their arguments
+        elif is_tensor(values):
+            t = values.to(device=like.obj.device, dtype=torch.float64).contiguous()
         else:
-            t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=like.obj.device)
-        t = t.contiguous()
+            t = torch.as_tensor(np.asarray(values, dtype=np.float64),
+                                device=like.obj.device).contiguous()
     else:
         if is_tensor(values):
             values = values.detach().cpu().numpy()

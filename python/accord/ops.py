@@ -37,21 +37,23 @@ def _torch_ops():
 
 
 _PLAIN_TYPES: tuple = ()   # torch.Tensor, nn.Parameter: set on the first tensor seen
-_TRACING_CHECKS: tuple = ()
 
 
 def _init_eager_checks():
-    global _PLAIN_TYPES, _TRACING_CHECKS
+    """Bind the torch functions :func:`_eager` calls, once torch is known to be loaded: each
+    call then costs one global lookup, not a chain of attribute lookups."""
+    global _PLAIN_TYPES, _is_compiling, _jit_tracing_state, _dispatch_modes, _function_modes
+    global _functorch_active, _grad_enabled
     torch = torch_module()
     C = torch._C
-    # Each returns true while something other than plain eager execution is in charge of the
-    # call: then the torch.library op must run, so the tracer records it.
-    checks = [torch.compiler.is_compiling,                      # dynamo / torch.compile
-              lambda: C._get_tracing_state() is not None,       # torch.jit.trace
-              C._len_torch_dispatch_stack,                      # make_fx, FakeTensorMode, ...
-              C._len_torch_function_stack,                      # torch function modes
-              C._are_functorch_transforms_active]               # vmap / grad / functionalize
-    _TRACING_CHECKS = tuple(c for c in checks if c is not None)
+    # Each says whether something other than plain eager execution is in charge of the call:
+    # then the torch.library op must run, so the tracer records it.
+    _is_compiling = torch.compiler.is_compiling             # dynamo / torch.compile
+    _jit_tracing_state = C._get_tracing_state               # torch.jit.trace (not None)
+    _dispatch_modes = C._len_torch_dispatch_stack           # make_fx, FakeTensorMode, ...
+    _function_modes = C._len_torch_function_stack           # torch function modes
+    _functorch_active = C._are_functorch_transforms_active  # vmap / grad / functionalize
+    _grad_enabled = torch.is_grad_enabled
     _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
@@ -59,32 +61,28 @@ def _eager(*tensors) -> bool:
     """True when the call can bypass torch.ops dispatch: no tracer, compiler, mode or functorch
     transform is active, every tensor is a plain ``torch.Tensor``/``nn.Parameter`` (a FakeTensor,
     FunctionalTensor or fx Proxy is not), and no autograd graph would be recorded (grad mode off,
-    or no input requires grad).
+    or no input requires grad). ``None`` entries (absent optional buffers) are skipped.
 
     The ops have no derivative. With grad mode on and an input that requires grad, the call
     goes through the custom op, which is what defines the behaviour there: outputs carry a
     grad_fn whose backward raises "no autograd formula". Everything else gives identical
     results on both paths (same implementation), at a fraction of the host time.
+
+    A true answer also proves that every non-None argument is a torch tensor, so the public
+    functions check for mixed numpy/torch buffers (:func:`_require_tensors`) only when it is
+    false; a mixed call then raises there, as before.
     """
     if not _PLAIN_TYPES:
         _init_eager_checks()
-    for check in _TRACING_CHECKS:
-        if check():
-            return False
+    if (_is_compiling() or _jit_tracing_state() is not None or _dispatch_modes()
+            or _function_modes() or _functorch_active()):
+        return False
     plain = _PLAIN_TYPES
     grad = _grad_enabled()
     for t in tensors:
-        if t is None:
-            continue
-        if type(t) not in plain:
-            return False
-        if grad and t.requires_grad:
+        if t is not None and (type(t) not in plain or grad and t.requires_grad):
             return False
     return True
-
-
-def _grad_enabled() -> bool:
-    return torch_module().is_grad_enabled()
 
 
 def _offsets_tensor(offsets, length):
@@ -131,9 +129,9 @@ def segment_dots(a, b, offsets, out=None):
     synchronise once its layout and workspace exist, so it can be captured in a CUDA graph
     after one warm-up call on the capturing stream (docs/kernels.md)."""
     if is_tensor(a):
-        _require_tensors("a", b=b, out=out)
         if _eager(a, b, out, offsets if is_tensor(offsets) else None):
             return _impl.segment_dots(a, b, offsets, out)
+        _require_tensors("a", b=b, out=out)
         dots = _torch_ops().segment_dots(a, b, _offsets_tensor(offsets, a.numel()))
         if out is None:
             return dots
@@ -152,10 +150,10 @@ def adasum_combine(a, b, offsets, out=None, *, dots=None, weights=(1, 1)):
     dot pass. ``out`` may be ``a`` or ``b`` (in place).
     """
     if is_tensor(a):
-        _require_tensors("a", b=b, out=out)
         if _eager(a, b, out, dots if is_tensor(dots) else None):
             return _impl.adasum_combine(a, b, offsets, out, _float64_tensor(dots, a, "dots"),
                                         weights)
+        _require_tensors("a", b=b, out=out)
         _impl.check_weights(weights)
         weights = [float(w) for w in weights]
         dots = _float64_tensor(dots, a, "dots")
@@ -174,10 +172,10 @@ def gram(vectors, offsets, rhs=None):
     With ``rhs`` (n elements) also returns ``[L, k]`` products ``v_i . rhs``: ``(gram, rhs_dots)``.
     """
     if is_tensor(vectors):
-        _require_tensors("vectors", rhs=rhs)
         if _eager(vectors, rhs):
             g, r = _impl.gram(vectors, offsets, rhs)
             return g if rhs is None else (g, r)
+        _require_tensors("vectors", rhs=rhs)
         g, r = _torch_ops().gram(vectors, _offsets_tensor(offsets, vectors.shape[-1]), rhs)
     else:
         g, r = _impl.gram(vectors, offsets, rhs)
@@ -192,9 +190,9 @@ def solve_spd(gram, rhs, ridge=0.0):
     eigenvalues below k * eps * max|eigenvalue| dropped): always finite for finite input.
     """
     if is_tensor(gram):
-        _require_tensors("gram", rhs=rhs)
         if _eager(gram, rhs):
             return _impl.solve_spd(gram, rhs, ridge)
+        _require_tensors("gram", rhs=rhs)
         return _torch_ops().solve_spd(gram, rhs, float(ridge))
     return _impl.solve_spd(gram, rhs, ridge)
 
@@ -202,10 +200,13 @@ def solve_spd(gram, rhs, ridge=0.0):
 def weighted_sum(vectors, weights, offsets, out=None):
     """Per segment ``out = sum_i weights[l, i] * vectors[i]``; weights are float64 ``[L, k]``."""
     if is_tensor(vectors):
+        # numpy/list weights become a plain float64 tensor, which never sends a call down the
+        # dispatched path: only given tensors need looking at
+        if _eager(vectors, out, weights if is_tensor(weights) else None):
+            return _impl.weighted_sum(vectors, _float64_tensor(weights, vectors, "weights"),
+                                      offsets, out)
         _require_tensors("vectors", out=out)
         weights = _float64_tensor(weights, vectors, "weights")
-        if _eager(vectors, out, weights):
-            return _impl.weighted_sum(vectors, weights, offsets, out)
         t = _torch_ops()
         off = _offsets_tensor(offsets, vectors.shape[-1])
         if out is None:
@@ -218,10 +219,10 @@ def weighted_sum(vectors, weights, offsets, out=None):
 def axpby(x, y, alpha, beta, offsets=None, out=None):
     """``out = alpha * x + beta * y``; alpha and beta are numbers or per-segment ``[L]`` arrays."""
     if is_tensor(x):
-        _require_tensors("x", y=y, out=out)
         if _eager(x, y, out, alpha if is_tensor(alpha) else None,
                   beta if is_tensor(beta) else None):
             return _impl.axpby(x, y, alpha, beta, offsets, out)
+        _require_tensors("x", y=y, out=out)
         t = _torch_ops()
         off = _offsets_tensor(offsets, x.numel())
         L = off.shape[0] - 1
