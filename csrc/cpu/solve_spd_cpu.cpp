@@ -19,12 +19,10 @@ void solve_spd(const double* gram, const double* rhs, int64_t num_systems, int64
 
 void solve_spd_round_robin(const double* gram, const double* rhs, int64_t num_systems, int64_t k,
                            double ridge, double* x) {
-  const int64_t ld = round_robin_ld(k);  // the CUDA layout, so both index the same way
   for (int64_t l = 0; l < num_systems; ++l) {
-    std::vector<double> a(size_t(k * ld)), v(size_t(k * ld)), cs(size_t(4 * ((k + 1) / 2)));
-    for (int64_t i = 0; i < k; ++i)
-      for (int64_t j = 0; j < k; ++j) a[i * ld + j] = gram[(l * k + i) * k + j];
-    solve_symmetric_pinv_round_robin(a.data(), v.data(), rhs + l * k, k, ld, ridge, x + l * k,
+    std::vector<double> a(gram + l * k * k, gram + (l + 1) * k * k), v(size_t(k * k)),
+        cs(size_t(4 * ((k + 1) / 2)));
+    solve_symmetric_pinv_round_robin(a.data(), v.data(), rhs + l * k, k, ridge, x + l * k,
                                      cs.data(), SerialLoops{});
   }
 }

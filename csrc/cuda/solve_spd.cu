@@ -6,10 +6,9 @@
 // without FMA contraction (cmake/AccordCUDA.cmake): the result has the same bits as the CPU's
 // run of the same order (accord._C.solve_spd_round_robin), which tests compare against.
 //
-// The matrix, the eigenvectors (rows padded to an odd length: column walks hit every shared-
-// memory bank once) and the round's rotations, 2 k (k | 1) + 4 ceil(k/2) doubles, live in shared
-// memory when they fit in the default 48 KiB (k <= 54), otherwise in the caller's workspace
-// (L1/L2-resident), as the sweeps overwrite them.
+// The matrix, the eigenvectors and the round's rotations (2 k^2 + 4 ceil(k/2) doubles) live in
+// shared memory when they fit in the default 48 KiB (k <= 54), otherwise in the caller's
+// workspace (L1/L2-resident), as the sweeps overwrite them.
 #include "accord/kernels.h"
 #include "accord/spd_solve.h"
 #include "common.cuh"
@@ -33,9 +32,7 @@ struct WarpLoops {
 };
 
 // doubles of scratch per system: a, v, and the round's (c, s, p, q) per pair
-ACCORD_HD int64_t solve_scratch_doubles(int64_t k) {
-  return 2 * k * round_robin_ld(k) + 4 * ((k + 1) / 2);
-}
+ACCORD_HD int64_t solve_scratch_doubles(int64_t k) { return 2 * k * k + 4 * ((k + 1) / 2); }
 
 int64_t solve_shared_bytes(int64_t k) {
   const int64_t bytes = solve_scratch_doubles(k) * int64_t(sizeof(double));
@@ -48,20 +45,16 @@ __global__ void __launch_bounds__(kWarp)
                      int64_t num_systems, int64_t k, double ridge, double* __restrict__ x,
                      double* __restrict__ scratch, bool in_shared) {
   extern __shared__ double shared[];
-  const int64_t kk = k * k, ld = round_robin_ld(k);
-  const uint32_t ku = uint32_t(k);
+  const int64_t kk = k * k;
   for (int64_t s = blockIdx.x; s < num_systems; s += gridDim.x) {
     double* a = in_shared ? shared : scratch + s * solve_scratch_doubles(k);
-    double* v = a + k * ld;
-    double* cs = v + k * ld;
+    double* v = a + kk;
+    double* cs = v + kk;
     const double* g = gram + s * kk;
     __syncwarp();  // the previous system's last reads of a are done
-    for (uint32_t e = threadIdx.x; e < uint32_t(kk); e += kWarp) {
-      const uint32_t i = e / ku;
-      a[i * ld + (e - i * ku)] = g[e];
-    }
+    for (int64_t i = threadIdx.x; i < kk; i += kWarp) a[i] = g[i];
     __syncwarp();
-    solve_symmetric_pinv_round_robin(a, v, rhs + s * k, k, ld, ridge, x + s * k, cs, WarpLoops{});
+    solve_symmetric_pinv_round_robin(a, v, rhs + s * k, k, ridge, x + s * k, cs, WarpLoops{});
   }
 }
 

@@ -39,20 +39,18 @@ struct SerialLoops {
   ACCORD_HD bool all(bool b) const { return b; }
 };
 
-// The parts shared by both sweep orders. a: k x k row-major with leading dimension ld >= k
-// (element (i, j) at a[i * ld + j]), overwritten (its diagonal ends as the eigenvalues); v: the
-// same layout, scratch (the eigenvectors). The CUDA solve pads rows to an odd ld so that a warp
-// walking down a column of shared memory hits every bank once; ld never changes the arithmetic.
+// The parts shared by both sweep orders. a: k*k row-major, overwritten (its diagonal ends as
+// the eigenvalues); v: k*k scratch (the eigenvectors).
 
 // Checks the input and starts the iteration (a += ridge I, v = I). Returns false, with x all
 // NaN, when the system has a NaN or Inf: the sweeps would stop at once (NaN off-diagonal norm)
 // or every eigenvalue would be dropped (tol = inf), returning a finite x.
 template <typename Loops>
-ACCORD_HD bool jacobi_start(double* a, double* v, const double* r, int64_t k, int64_t ld,
-                            double ridge, double* x, const Loops& loops) {
+ACCORD_HD bool jacobi_start(double* a, double* v, const double* r, int64_t k, double ridge,
+                            double* x, const Loops& loops) {
   bool finite = true;  // fabs(NaN) <= DBL_MAX is false
   loops.for_each(k, [&](int64_t i) {
-    for (int64_t j = 0; j < k; ++j) finite = finite && fabs(a[i * ld + j]) <= DBL_MAX;
+    for (int64_t j = 0; j < k; ++j) finite = finite && fabs(a[i * k + j]) <= DBL_MAX;
     finite = finite && fabs(r[i]) <= DBL_MAX;
   });
   if (!loops.all(finite)) {
@@ -60,32 +58,32 @@ ACCORD_HD bool jacobi_start(double* a, double* v, const double* r, int64_t k, in
     return false;
   }
   loops.for_each(k, [&](int64_t i) {
-    a[i * ld + i] += ridge;
-    for (int64_t j = 0; j < k; ++j) v[i * ld + j] = i == j ? 1.0 : 0.0;
+    a[i * k + i] += ridge;
+    for (int64_t j = 0; j < k; ++j) v[i * k + j] = i == j ? 1.0 : 0.0;
   });
   return true;
 }
 
 // True when the off-diagonal part is negligible (also on NaN): no further sweep.
-ACCORD_HD bool jacobi_converged(const double* a, int64_t k, int64_t ld) {
+ACCORD_HD bool jacobi_converged(const double* a, int64_t k) {
   double off = 0.0, diag = 0.0;
   for (int64_t i = 0; i < k; ++i) {
-    diag += a[i * ld + i] * a[i * ld + i];
-    for (int64_t j = i + 1; j < k; ++j) off += a[i * ld + j] * a[i * ld + j];
+    diag += a[i * k + i] * a[i * k + i];
+    for (int64_t j = i + 1; j < k; ++j) off += a[i * k + j] * a[i * k + j];
   }
   return !(off > DBL_EPSILON * DBL_EPSILON * diag);
 }
 
 // The rotation (c, s) that zeroes a[p][q]; false (and (1, 0)) when a[p][q] is already 0.
-ACCORD_HD bool jacobi_rotation(const double* a, int64_t ld, int64_t p, int64_t q, double* c,
+ACCORD_HD bool jacobi_rotation(const double* a, int64_t k, int64_t p, int64_t q, double* c,
                                double* s) {
-  const double apq = a[p * ld + q];
+  const double apq = a[p * k + q];
   if (apq == 0.0) {
     *c = 1.0;
     *s = 0.0;
     return false;
   }
-  const double theta = (a[q * ld + q] - a[p * ld + p]) / (2.0 * apq);
+  const double theta = (a[q * k + q] - a[p * k + p]) / (2.0 * apq);
   const double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
   *c = 1.0 / sqrt(t * t + 1.0);
   *s = t * *c;
@@ -95,18 +93,18 @@ ACCORD_HD bool jacobi_rotation(const double* a, int64_t ld, int64_t p, int64_t q
 // x = V diag(1/lam_i if |lam_i| > tol else 0) V^T r, tol = k * DBL_EPSILON * max|lam|.
 template <typename Loops>
 ACCORD_HD void pinv_solution(const double* a, const double* v, const double* r, int64_t k,
-                             int64_t ld, double* x, const Loops& loops) {
+                             double* x, const Loops& loops) {
   double lam_max = 0.0;
-  for (int64_t i = 0; i < k; ++i) lam_max = fmax(lam_max, fabs(a[i * ld + i]));
+  for (int64_t i = 0; i < k; ++i) lam_max = fmax(lam_max, fabs(a[i * k + i]));
   const double tol = double(k) * DBL_EPSILON * lam_max;
   loops.for_each(k, [&](int64_t i) { x[i] = 0.0; });
   for (int64_t e = 0; e < k; ++e) {
-    const double lam = a[e * ld + e];
+    const double lam = a[e * k + e];
     if (!(fabs(lam) > tol) && !(lam != lam)) continue;  // null space (NaN falls through)
     double proj = 0.0;
-    for (int64_t i = 0; i < k; ++i) proj += v[i * ld + e] * r[i];
+    for (int64_t i = 0; i < k; ++i) proj += v[i * k + e] * r[i];
     const double scale = proj / lam;
-    loops.for_each(k, [&](int64_t i) { x[i] += scale * v[i * ld + e]; });
+    loops.for_each(k, [&](int64_t i) { x[i] += scale * v[i * k + e]; });
   }
 }
 
@@ -115,8 +113,8 @@ ACCORD_HD void pinv_solution(const double* a, const double* v, const double* r, 
 template <typename Loops>
 ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64_t k, double ridge,
                                     double* x, const Loops& loops) {
-  if (!jacobi_start(a, v, r, k, k, ridge, x, loops)) return;
-  for (int sweep = 0; sweep < kMaxJacobiSweeps && !jacobi_converged(a, k, k); ++sweep) {
+  if (!jacobi_start(a, v, r, k, ridge, x, loops)) return;
+  for (int sweep = 0; sweep < kMaxJacobiSweeps && !jacobi_converged(a, k); ++sweep) {
     for (int64_t p = 0; p < k; ++p) {
       for (int64_t q = p + 1; q < k; ++q) {
         double c, s;
@@ -137,17 +135,13 @@ ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64
       }
     }
   }
-  pinv_solution(a, v, r, k, k, x, loops);
+  pinv_solution(a, v, r, k, x, loops);
 }
 
 ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64_t k, double ridge,
                                     double* x) {
   solve_symmetric_pinv(a, v, r, k, ridge, x, SerialLoops{});
 }
-
-// The leading dimension the round-robin solves use (CUDA, and the CPU's run of that order):
-// odd, so the column walks of the updates are free of shared-memory bank conflicts.
-ACCORD_HD int64_t round_robin_ld(int64_t k) { return k | 1; }
 
 // Pair j of round `round` of the round-robin ("circle") order over m = k rounded up to even
 // indices: in m - 1 rounds every pair (p < q) appears once, and the m / 2 pairs of one round
@@ -170,17 +164,16 @@ ACCORD_HD void round_robin_pair(int m, int round, int j, int* p, int* q) {
 // together (all columns, then all rows). The same pairs as the cyclic order, with the same
 // convergence test and pseudo-inverse, in ceil(k/2)-wide steps instead of single rotations: a
 // round costs one rotation's dependent chain of divisions and square roots, not k/2 of them.
-// Results agree with the cyclic order to rounding. a, v: leading dimension ld (above). cs:
-// 4 * ceil(k/2) doubles of scratch (per
+// Results agree with the cyclic order to rounding. cs: 4 * ceil(k/2) doubles of scratch (per
 // pair c, s, p, q); a rotation stored as s == 0 (a[p][q] == 0, or an angle too small to
 // represent) is skipped.
 template <typename Loops>
 ACCORD_HD void solve_symmetric_pinv_round_robin(double* a, double* v, const double* r, int64_t k,
-                                                int64_t ld, double ridge, double* x, double* cs,
+                                                double ridge, double* x, double* cs,
                                                 const Loops& loops) {
-  if (!jacobi_start(a, v, r, k, ld, ridge, x, loops)) return;
+  if (!jacobi_start(a, v, r, k, ridge, x, loops)) return;
   const int m = int(k + (k & 1)), half = m / 2;
-  for (int sweep = 0; sweep < kMaxJacobiSweeps && !jacobi_converged(a, k, ld); ++sweep) {
+  for (int sweep = 0; sweep < kMaxJacobiSweeps && !jacobi_converged(a, k); ++sweep) {
     for (int round = 0; round < m - 1; ++round) {
       loops.for_each(half, [&](int64_t j) {
         int p, q;
@@ -189,7 +182,7 @@ ACCORD_HD void solve_symmetric_pinv_round_robin(double* a, double* v, const doub
         pair[2] = p;
         pair[3] = q;
         if (q < k) {
-          jacobi_rotation(a, ld, p, q, &pair[0], &pair[1]);
+          jacobi_rotation(a, k, p, q, &pair[0], &pair[1]);
         } else {
           pair[0] = 1.0;
           pair[1] = 0.0;
@@ -202,21 +195,21 @@ ACCORD_HD void solve_symmetric_pinv_round_robin(double* a, double* v, const doub
         const double c = pair[0], s = pair[1];
         if (s == 0.0) return;
         const int64_t p = int64_t(pair[2]), q = int64_t(pair[3]);
-        const double aip = a[i * ld + p], aiq = a[i * ld + q];
-        a[i * ld + p] = c * aip - s * aiq;
-        a[i * ld + q] = s * aip + c * aiq;
-        const double vip = v[i * ld + p], viq = v[i * ld + q];
-        v[i * ld + p] = c * vip - s * viq;
-        v[i * ld + q] = s * vip + c * viq;
+        const double aip = a[i * k + p], aiq = a[i * k + q];
+        a[i * k + p] = c * aip - s * aiq;
+        a[i * k + q] = s * aip + c * aiq;
+        const double vip = v[i * k + p], viq = v[i * k + q];
+        v[i * k + p] = c * vip - s * viq;
+        v[i * k + q] = s * vip + c * viq;
       };
       auto rows = [&](int64_t j, int64_t i) {
         const double* pair = cs + 4 * j;
         const double c = pair[0], s = pair[1];
         if (s == 0.0) return;
         const int64_t p = int64_t(pair[2]), q = int64_t(pair[3]);
-        const double api = a[p * ld + i], aqi = a[q * ld + i];
-        a[p * ld + i] = c * api - s * aqi;
-        a[q * ld + i] = s * api + c * aqi;
+        const double api = a[p * k + i], aqi = a[q * k + i];
+        a[p * k + i] = c * api - s * aqi;
+        a[q * k + i] = s * api + c * aqi;
       };
       // all columns, then all rows; each element's operations are the same in both layouts
       if (k < Loops::kLanes) {  // fewer rows than lanes: (pair, row) items over the lanes
@@ -239,7 +232,7 @@ ACCORD_HD void solve_symmetric_pinv_round_robin(double* a, double* v, const doub
       }
     }
   }
-  pinv_solution(a, v, r, k, ld, x, loops);
+  pinv_solution(a, v, r, k, x, loops);
 }
 
 }  // namespace accord
