@@ -61,6 +61,18 @@ struct alignas(16) Pack {
   T v[kVec<T>];
 };
 
+// The kVecUnroll groups g, g + kBlock, ... of x and y, all loads issued before any use.
+template <typename T>
+__device__ __forceinline__ void load_groups(const Pack<T>* xp, const Pack<T>* yp, int64_t g,
+                                            Pack<T> (&xv)[kVecUnroll],
+                                            Pack<T> (&yv)[kVecUnroll]) {
+#pragma unroll
+  for (int u = 0; u < kVecUnroll; ++u) {
+    xv[u] = xp[g + u * kBlock];
+    yv[u] = yp[g + u * kBlock];
+  }
+}
+
 __device__ __forceinline__ bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
@@ -94,11 +106,7 @@ __device__ __forceinline__ void visit2(const T* __restrict__ x, const T* __restr
     const Pack<T>* yp = reinterpret_cast<const Pack<T>*>(y);
     for (; g + (kVecUnroll - 1) * kBlock < gr.g1; g += kVecUnroll * kBlock) {
       Pack<T> xv[kVecUnroll], yv[kVecUnroll];
-#pragma unroll
-      for (int u = 0; u < kVecUnroll; ++u) {
-        xv[u] = xp[g + u * kBlock];
-        yv[u] = yp[g + u * kBlock];
-      }
+      load_groups(xp, yp, g, xv, yv);
 #pragma unroll
       for (int u = 0; u < kVecUnroll; ++u)
 #pragma unroll
@@ -156,11 +164,7 @@ __device__ __forceinline__ void map2(const T* x, const T* y, T* out, int64_t beg
   int64_t g = gr.g0 + threadIdx.x;
   for (; g + (kVecUnroll - 1) * kBlock < gr.g1; g += kVecUnroll * kBlock) {
     Pack<T> xv[kVecUnroll], yv[kVecUnroll];
-#pragma unroll
-    for (int u = 0; u < kVecUnroll; ++u) {
-      xv[u] = xp[g + u * kBlock];
-      yv[u] = yp[g + u * kBlock];
-    }
+    load_groups(xp, yp, g, xv, yv);
 #pragma unroll
     for (int u = 0; u < kVecUnroll; ++u) {
 #pragma unroll

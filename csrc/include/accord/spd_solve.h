@@ -90,6 +90,13 @@ ACCORD_HD bool jacobi_rotation(const double* a, int64_t k, int64_t p, int64_t q,
   return true;
 }
 
+// (x, y) <- (c x - s y, s x + c y): one element pair of a rotation.
+ACCORD_HD void rotate_pair(double* x, double* y, double c, double s) {
+  const double xv = *x, yv = *y;
+  *x = c * xv - s * yv;
+  *y = s * xv + c * yv;
+}
+
 // x = V diag(1/lam_i if |lam_i| > tol else 0) V^T r, tol = k * DBL_EPSILON * max|lam|.
 template <typename Loops>
 ACCORD_HD void pinv_solution(const double* a, const double* v, const double* r, int64_t k,
@@ -120,17 +127,11 @@ ACCORD_HD void solve_symmetric_pinv(double* a, double* v, const double* r, int64
         double c, s;
         if (!jacobi_rotation(a, k, p, q, &c, &s)) continue;
         loops.for_each(k, [&](int64_t i) {  // columns p, q of a; columns p, q of v
-          const double aip = a[i * k + p], aiq = a[i * k + q];
-          a[i * k + p] = c * aip - s * aiq;
-          a[i * k + q] = s * aip + c * aiq;
-          const double vip = v[i * k + p], viq = v[i * k + q];
-          v[i * k + p] = c * vip - s * viq;
-          v[i * k + q] = s * vip + c * viq;
+          rotate_pair(&a[i * k + p], &a[i * k + q], c, s);
+          rotate_pair(&v[i * k + p], &v[i * k + q], c, s);
         });
         loops.for_each(k, [&](int64_t i) {  // rows p, q of a (after all of the columns)
-          const double api = a[p * k + i], aqi = a[q * k + i];
-          a[p * k + i] = c * api - s * aqi;
-          a[q * k + i] = s * api + c * aqi;
+          rotate_pair(&a[p * k + i], &a[q * k + i], c, s);
         });
       }
     }
@@ -192,24 +193,16 @@ ACCORD_HD void solve_symmetric_pinv_round_robin(double* a, double* v, const doub
       // when its rotation is the identity)
       auto columns = [&](int64_t j, int64_t i) {
         const double* pair = cs + 4 * j;
-        const double c = pair[0], s = pair[1];
-        if (s == 0.0) return;
+        if (pair[1] == 0.0) return;
         const int64_t p = int64_t(pair[2]), q = int64_t(pair[3]);
-        const double aip = a[i * k + p], aiq = a[i * k + q];
-        a[i * k + p] = c * aip - s * aiq;
-        a[i * k + q] = s * aip + c * aiq;
-        const double vip = v[i * k + p], viq = v[i * k + q];
-        v[i * k + p] = c * vip - s * viq;
-        v[i * k + q] = s * vip + c * viq;
+        rotate_pair(&a[i * k + p], &a[i * k + q], pair[0], pair[1]);
+        rotate_pair(&v[i * k + p], &v[i * k + q], pair[0], pair[1]);
       };
       auto rows = [&](int64_t j, int64_t i) {
         const double* pair = cs + 4 * j;
-        const double c = pair[0], s = pair[1];
-        if (s == 0.0) return;
+        if (pair[1] == 0.0) return;
         const int64_t p = int64_t(pair[2]), q = int64_t(pair[3]);
-        const double api = a[p * k + i], aqi = a[q * k + i];
-        a[p * k + i] = c * api - s * aqi;
-        a[q * k + i] = s * api + c * aqi;
+        rotate_pair(&a[p * k + i], &a[q * k + i], pair[0], pair[1]);
       };
       // all columns, then all rows; each element's operations are the same in both layouts
       if (k < Loops::kLanes) {  // fewer rows than lanes: (pair, row) items over the lanes
