@@ -32,7 +32,7 @@ demo: install
 
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -rfE tests
+	$(BIN)/python -m pytest -q -rfE --durations=15 tests
 	$(MAKE) sanitize-test
 
 # The kernel tests and a 2-rank Adasum job against an AddressSanitizer + UBSan build of the
