@@ -137,19 +137,26 @@ def _check_writable(t, name: str) -> None:
                            "form (accord.allreduce / grouped_allreduce / broadcast)")
 
 
+@functools.lru_cache(maxsize=None)
+def _torch_sum_dtypes() -> frozenset:
+    torch = torch_module()
+    return frozenset((torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8,
+                      torch.uint8, torch.int16, torch.int32, torch.int64))
+
+
 def _check_reducible(t, name: str, op: ReduceOp) -> None:
     if op is ReduceOp.ADASUM:
         dtype_code(t, name)  # the kernels' dtypes only
         return
     if is_tensor(t):
-        torch = torch_module()
-        ok = t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64,
-                         torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+        ok = t.dtype in _torch_sum_dtypes()
         integer = ok and not t.is_floating_point()
     else:
         ok = t.dtype in _NUMPY_SUM
         integer = ok and t.dtype.kind in "iu"
-    dtype = str(t.dtype).replace("torch.", "")
+    if ok and not (integer and op is ReduceOp.AVERAGE):
+        return
+    dtype = str(t.dtype).replace("torch.", "")  # for the message only: str(dtype) is slow
     if not ok:
         raise TypeError(f"{name}: dtype {dtype} cannot be reduced with op=accord."
                         f"{op.name.title()}; use {_SUM_DTYPES}")
