@@ -55,6 +55,12 @@ Layout make_layout(uintptr_t offsets, uintptr_t tile_start, int64_t num_segments
   return layout;
 }
 
+void check_solve_k(int64_t k) {
+  if (k > accord::kMaxSolveDim)
+    throw std::invalid_argument("accord.solve_spd: k=" + std::to_string(k) + " exceeds " +
+                                std::to_string(accord::kMaxSolveDim));
+}
+
 int64_t tile_size(int device, bool gram) {
 #if defined(ACCORD_WITH_CUDA)
   if (device >= kCUDA) return gram ? accord::cuda::kGramTileSize : accord::cuda::kTileSize;
@@ -161,9 +167,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("solve_spd", [](int device, uintptr_t gram, uintptr_t rhs, int64_t num_systems, int64_t k,
                         double ridge, uintptr_t x, uintptr_t workspace, uintptr_t stream) {
-    if (k > accord::kMaxSolveDim)
-      throw std::invalid_argument("accord.solve_spd: k=" + std::to_string(k) + " exceeds " +
-                                  std::to_string(accord::kMaxSolveDim));
+    check_solve_k(k);
     ACCORD_ON_DEVICE(device, ptr<void>(gram),
         accord::cpu::solve_spd(ptr<const double>(gram), ptr<const double>(rhs), num_systems, k, ridge,
                                ptr<double>(x)),
@@ -173,9 +177,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("solve_spd_round_robin", [](uintptr_t gram, uintptr_t rhs, int64_t num_systems, int64_t k,
                                     double ridge, uintptr_t x) {
-    if (k > accord::kMaxSolveDim)
-      throw std::invalid_argument("accord.solve_spd: k=" + std::to_string(k) + " exceeds " +
-                                  std::to_string(accord::kMaxSolveDim));
+    check_solve_k(k);
     accord::cpu::solve_spd_round_robin(ptr<const double>(gram), ptr<const double>(rhs), num_systems,
                                        k, ridge, ptr<double>(x));
   }, nogil, "solve_spd's CUDA sweep order on the CPU, on host float64 buffers (for tests)");

@@ -344,6 +344,12 @@ def _round_robin_on_cpu(device, gram, rhs, num_systems, k, ridge, x, workspace, 
     _C.solve_spd_round_robin(gram, rhs, num_systems, k, ridge, x)
 
 
+def test_solve_spd_round_robin_refuses_k_over_the_limit():
+    g, r, x = np.zeros((1, 129, 129)), np.zeros((1, 129)), np.empty((1, 129))
+    with pytest.raises(ValueError, match="k=129 exceeds 128"):
+        _C.solve_spd_round_robin(g.ctypes.data, r.ctypes.data, 1, 129, 0.0, x.ctypes.data)
+
+
 @pytest.fixture
 def solve_order(request, monkeypatch):
     """In the round_robin cell, ops.solve_spd runs the CUDA backend's sweep order on the CPU."""
