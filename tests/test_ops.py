@@ -86,6 +86,16 @@ def same_bits(case: Case, x, y) -> bool:
     return np.array_equal(case.bits(x), case.bits(y))
 
 
+def test_buffer_address_is_the_first_element():
+    """_C.buffer_address, the kernels' route to a numpy array's memory, agrees with numpy's own
+    for offset, reshaped and read-only arrays; a non-contiguous view is refused."""
+    x = np.arange(16, dtype=np.float32)
+    for a in (x, x[3:], x.reshape(4, 4), np.frombuffer(x.tobytes(), np.float32)):
+        assert _C.buffer_address(a) == a.ctypes.data
+    with pytest.raises(ValueError, match="contiguous"):
+        _C.buffer_address(x[::2])
+
+
 # ------------------------------------------------------------------------------------------
 # segment_dots
 

@@ -105,7 +105,7 @@ class Buf:
             if not obj.flags.c_contiguous:
                 raise ValueError(f"{name} must be C-contiguous; use np.ascontiguousarray")
             self.device, self.cuda_index, self.kdev = CPU, None, CPU
-            self.ptr = obj.ctypes.data
+            self.ptr = _C.buffer_address(obj)
             self.shape = obj.shape
 
     @property
@@ -373,7 +373,8 @@ class Flat:
         if type(obj) is np.ndarray:  # fast path (the 4 KiB allreduce latency): same checks
             code = _NUMPY_CODES.get(obj.dtype)
             if code is not None and obj.flags.c_contiguous:
-                self.obj, self.code, self.device, self.ptr = obj, code, CPU, obj.ctypes.data
+                self.obj, self.code, self.device, self.ptr = obj, code, CPU, \
+                    _C.buffer_address(obj)
                 self.kdev = CPU
                 self.cuda_index, self.itemsize, self.n, self.stream = None, ITEMSIZE[code], obj.size, 0
                 return

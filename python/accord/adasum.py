@@ -47,6 +47,7 @@ Not thread-safe: one call at a time per process (scratch and dot buffers are reu
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
@@ -304,44 +305,47 @@ class AdasumReducer:
         N = comm.size
         key = ("gather", type(flat.obj), flat.code, flat.device, flat.cuda_index)
         entry = self._scratch.get(key)
-        if entry is None or len(entry[0]) < N * n:
+        if entry is None or entry[3] < N * n:
             g = flat.new(N * n)
-            entry = self._scratch[key] = (g, addr(g), _host_view(g, flat.code))
+            entry = self._scratch[key] = (g, addr(g), _host_view(g, flat.code), N * n)
         gathered = (entry[2] if host_views else entry[0])[:N * n]
         base = entry[1]
         with profiling.span("accord.adasum.exchange"):
             comm.allgather(buf, gathered)
-        row = [base + i * n * flat.itemsize for i in range(N)]
         with profiling.span("accord.adasum.combine"):
-            self._local_tree(flat, row, s, N)
+            for a, b, out, wa, wb in _local_tree(N):
+                _combine(flat, base + a * n * flat.itemsize, base + b * n * flat.itemsize,
+                         flat.ptr if out is None else base + out * n * flat.itemsize,
+                         s.full_plan, 0, wa, wb)
 
-    @staticmethod
-    def _local_tree(flat: Flat, row: list, s: _Schedule, N: int) -> None:
-        """The whole tree over the gathered rows (addresses), the root written to the buffer."""
-        p, r = adasum_tree_core_layout(N)
-        # fold: rank 2i+1's input joins rank 2i's (i < r); then the core in rank order
-        for i in range(r):
-            _combine(flat, row[2 * i], row[2 * i + 1], row[2 * i], s.full_plan, 0, 0.5, 0.5)
-        vals = [row[2 * i] for i in range(r)] + row[2 * r:]
-        counts = [2] * r + [1] * (p - r)
-        while len(vals) > 1:
-            nxt, nc = [], []
-            for j in range(0, len(vals), 2):
-                n1, n2 = counts[j], counts[j + 1]
-                out = flat.ptr if len(vals) == 2 else vals[j]  # the root lands in buf
-                _combine(flat, vals[j], vals[j + 1], out, s.full_plan, 0,
-                         n1 / (n1 + n2), n2 / (n1 + n2))
-                nxt.append(out)
-                nc.append(n1 + n2)
-            vals, counts = nxt, nc
+
+@functools.lru_cache(maxsize=64)
+def _local_tree(N: int) -> tuple:
+    """The whole tree over N gathered rows as pair combines (a, b, out, wa, wb) in row numbers;
+    ``out`` None is the root, which lands in the caller's buffer. The same tree as the
+    distributed levels: rank 2i+1's input joins rank 2i's (i < r), then the core in rank order."""
+    p, r = adasum_tree_core_layout(N)
+    steps = [(2 * i, 2 * i + 1, 2 * i, 0.5, 0.5) for i in range(r)]
+    vals = [2 * i for i in range(r)] + list(range(2 * r, N))
+    counts = [2] * r + [1] * (p - r)
+    while len(vals) > 1:
+        nxt, nc = [], []
+        for j in range(0, len(vals), 2):
+            n1, n2 = counts[j], counts[j + 1]
+            out = None if len(vals) == 2 else vals[j]
+            steps.append((vals[j], vals[j + 1], out, n1 / (n1 + n2), n2 / (n1 + n2)))
+            nxt.append(out)
+            nc.append(n1 + n2)
+        vals, counts = nxt, nc
+    return tuple(steps)
 
 
 def _host_view(buf, code: int):
     """A CPU tensor as a numpy array over the same memory (bfloat16 as int16, which MPI moves
     bit for bit); anything else unchanged."""
-    if type(buf) is np.ndarray or buf.device.type != "cpu":
+    if type(buf) is np.ndarray or not buf.is_cpu:
         return buf
-    t = buf.detach()
+    t = buf.detach() if buf.requires_grad else buf
     if code == BFLOAT16:
         t = t.view(torch_module().int16)
     return t.numpy()
@@ -404,7 +408,12 @@ def _float64_layer_exponents(buf, offsets: np.ndarray, comm):
     The largest |x| per layer is max-reduced first, so every rank picks the same scales. Only
     float64 buffers pay for this (one pass and one small allreduce); the other dtypes' squares
     cannot overflow float64 accumulators."""
-    if str(buf.dtype) not in ("float64", "torch.float64") or comm.size == 1:
+    if comm.size == 1:
+        return None
+    if type(buf) is np.ndarray:  # float64 is the only 8-byte dtype the kernels take
+        if buf.dtype.itemsize != 8:
+            return None
+    elif buf.dtype is not torch_module().float64:
         return None
     L = offsets.shape[0] - 1
     peak = np.zeros(L)

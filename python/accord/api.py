@@ -31,6 +31,7 @@ program makes its own MPI calls concurrently (mpi4py requests it by default; see
 """
 from __future__ import annotations
 
+import math
 import pickle
 import threading
 import time
@@ -97,7 +98,11 @@ def _resolve_comm(process_set, comm, where: str) -> Communicator:
 
 
 def _factor(value, what: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+    if type(value) is float and math.isfinite(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            isinstance(value, float) and not math.isfinite(value) or \
+            isinstance(value, int) and abs(value) > 2 ** 1023:
         raise ValueError(f"{where}: {what} must be a finite number, got {value!r}")
     return float(value)
 

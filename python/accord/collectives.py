@@ -99,6 +99,7 @@ def _one_unit(fn):
     """Run the collective as one operation of its communicator's guard: another thread cannot
     interleave its calls, and a stall report names the collective (and ``name=``, if given)."""
     label = fn.__name__
+    whats = BoundedCache(1024)  # (op, name) -> the text above: formatted once per pair
 
     @functools.wraps(fn)
     def call(*args, comm=None, **kwargs):
@@ -106,12 +107,19 @@ def _one_unit(fn):
             topology.communicator()
         if c is None:
             return fn(*args, comm=comm, **kwargs)  # raises "accord.init() has not been called"
-        what = label
         op, name = kwargs.get("op", args[1] if len(args) > 1 else None), kwargs.get("name")
-        if op is not None and label.endswith(("allreduce", "allreduce_")):
-            what += f"[{getattr(op, 'value', op)}]"
-        if name is not None:
-            what += f" name={name!r}"
+        try:
+            what = whats.get((op, name))
+        except TypeError:  # an unhashable op: refused below, described here
+            what = None
+        if what is None:
+            what = label
+            if op is not None and label.endswith(("allreduce", "allreduce_")):
+                what += f"[{getattr(op, 'value', op)}]"
+            if name is not None:
+                what += f" name={name!r}"
+            if isinstance(op, (ReduceOp, str)) and (name is None or isinstance(name, str)):
+                whats[(op, name)] = what
         first = args[0] if args else None
         with c.operation(what, (first,) if hasattr(first, "shape") else
                          (f"{len(first)} tensors",) if isinstance(first, (list, tuple)) else ()):
@@ -167,9 +175,27 @@ def _check_reducible(t, name: str, op: ReduceOp) -> None:
                         f"(e.g. {copy}), or use op=accord.Sum and divide yourself")
 
 
+# (type, dtype, op, in_place, writes-into-a-tensor-autograd-tracks) of single tensors that
+# passed the checks below: a training loop passes the same kinds of tensor every step.
+_PASSED = BoundedCache(256)
+
+
+def _pass_key(op, t, in_place: bool):
+    if type(t) is np.ndarray:
+        return (np.ndarray, t.dtype, op, in_place)
+    if is_tensor(t):
+        tracked = in_place and t.requires_grad and torch_module().is_grad_enabled()
+        return (type(t), t.dtype, op, in_place, tracked)
+    return None
+
+
 def _local_error(op, tensors, names, *, in_place: bool, root_rank=None, size=None):
     """This rank's own argument problems, reported through the consistency check so that every
     rank raises (module doc); None if there are none."""
+    key = _pass_key(op, tensors[0], in_place) if len(tensors) == 1 and root_rank is None \
+        else None
+    if key is not None and key in _PASSED:
+        return None
     try:
         if root_rank is not None and not (isinstance(root_rank, int) and 0 <= root_rank < size):
             raise ValueError(f"root_rank must be an int in [0, {size}), got {root_rank!r}")
@@ -181,12 +207,22 @@ def _local_error(op, tensors, names, *, in_place: bool, root_rank=None, size=Non
                 _check_writable(t, name)
     except (TypeError, ValueError, RuntimeError) as e:
         return e
+    if key is not None:
+        _PASSED.get_or_make(key, lambda: True)
     return None
 
 
-def _what(kind: str, op: ReduceOp, hierarchical: bool) -> str:
+_WHATS: dict = {}
+
+
+def _what(kind: str, op: ReduceOp, hierarchical: bool, wire: str | None = None) -> str:
     # The NaN/Inf policy is part of the signature: raise/skip run one more small allreduce.
-    return f"{kind}:{op.value}:{hierarchical}:{settings.nonfinite()}"
+    key = (kind, op, hierarchical, wire, settings.nonfinite())
+    what = _WHATS.get(key)
+    if what is None:
+        what = _WHATS[key] = f"{kind}:{op.value}:{hierarchical}:{key[4]}" + \
+            (f":{wire}" if wire else "")
+    return what
 
 
 def _tensor_names(n: int, name: str = "tensors"):
@@ -255,11 +291,34 @@ def _copy(t):
     return np.array(t, copy=True, order="C")
 
 
+_OFFSETS = BoundedCache(1024)
+
+
+def _one_segment(n: int) -> np.ndarray:
+    """The offsets [0, n] of a one-tensor buffer (shared, read-only)."""
+    offsets = _OFFSETS.get(n)
+    if offsets is None:
+        offsets = np.array([0, n], dtype=np.int64)
+        offsets.flags.writeable = False
+        _OFFSETS[n] = offsets
+    return offsets
+
+
+def _flat_writable(tensor):
+    """A contiguous tensor as a 1-D buffer the reduction may write (detached from autograd:
+    the in-place calls only reach here once a tracked tensor has been refused)."""
+    if type(tensor) is np.ndarray:
+        return tensor if tensor.ndim == 1 else tensor.reshape(-1)
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    return tensor if tensor.dim() == 1 else tensor.view(-1)
+
+
 def _reduce_one_(tensor, op, comm, hierarchical, policy, wire=None) -> None:
     """Reduce one validated tensor in place."""
-    offsets = np.array([0, numel(tensor)], dtype=np.int64)
+    offsets = _one_segment(numel(tensor))
     if is_contiguous(tensor) and policy != "raise":
-        flat = flat_view(tensor.detach() if is_tensor(tensor) else tensor)
+        flat = _flat_writable(tensor)
         _reduce_flat_(flat, offsets, op, comm, hierarchical, wire)
         _after_reduction([flat], comm, policy)
         return
@@ -339,8 +398,8 @@ def _autograd_allreduce():
 
 def _allreduce_list(tensors, names, op, comm, hierarchical, kind, in_place, wire=None):
     op, comm = parse_op(op, ALLREDUCE_OPS), _comm(comm)
-    check_consistency(comm, _what(kind, op, hierarchical) + (f":{wire}" if wire else ""),
-                      tensors, local_error=_local_error(op, tensors, names, in_place=in_place))
+    check_consistency(comm, _what(kind, op, hierarchical, wire), tensors,
+                      local_error=_local_error(op, tensors, names, in_place=in_place))
     policy = settings.nonfinite()
     if in_place:
         if len(tensors) == 1:

@@ -19,6 +19,10 @@ class ReduceOp(enum.Enum):
     MAX = "max"
     PRODUCT = "product"
 
+    # Members are singletons compared by identity; Enum's own __hash__ runs Python code, and
+    # the op is part of several per-call cache keys.
+    __hash__ = object.__hash__
+
 
 Sum, Average, Adasum = ReduceOp.SUM, ReduceOp.AVERAGE, ReduceOp.ADASUM
 Consensus = ReduceOp.CONSENSUS
