@@ -6,7 +6,11 @@
 # LD_PRELOAD (`$(c++ -print-file-name=libasan.so)`), see tests/sanitize/run.sh.
 set(ACCORD_SANITIZE "" CACHE STRING "Sanitizers for the host code (e.g. address,undefined); empty: none")
 
+# accord_add_sanitizers(target [GLUE sources...]): GLUE sources (the pybind11 bindings) are
+# instrumented but compiled at -O0: optimising pybind11's templates under both sanitizers takes
+# minutes, and the kernels, where the memory traffic is, keep the release optimisation level.
 function(accord_add_sanitizers target)
+  cmake_parse_arguments(ARG "" "" "GLUE" ${ARGN})
   if(ACCORD_SANITIZE STREQUAL "")
     return()
   endif()
@@ -17,5 +21,8 @@ function(accord_add_sanitizers target)
   set(_flags -fsanitize=${ACCORD_SANITIZE} -fno-sanitize-recover=all -fno-omit-frame-pointer -g)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${_flags}>)
   target_link_options(${target} PRIVATE -fsanitize=${ACCORD_SANITIZE})
+  if(ARG_GLUE)
+    set_source_files_properties(${ARG_GLUE} PROPERTIES COMPILE_OPTIONS -O0)
+  endif()
   message(STATUS "accord: host code built with -fsanitize=${ACCORD_SANITIZE}")
 endfunction()
