@@ -1,6 +1,8 @@
 """Smoke tests of ``python -m accord.bench allreduce`` (2 ranks, --quick) and its helpers."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -84,6 +86,23 @@ class _FakeSetup:
 def _rows(times):
     """Table rows from {(size, impl): time_us}."""
     return [{"size": s, "impl": i, "time_us": t} for (s, i), t in times.items()]
+
+
+def test_call_overhead_benchmark(tmp_path):
+    """benchmarks/call_overhead.py: one row per framework and op, plus the stub's own row."""
+    pytest.importorskip("torch")
+    out = tmp_path / "co.json"
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks", "call_overhead.py")
+    proc = subprocess.run([sys.executable, script, "--calls", "20", "--rounds", "2", "--json",
+                           str(out)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", **_env()))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["framework"], r["redop"]) for r in rows} == {
+        ("numpy", "sum"), ("torch", "sum"), ("numpy", "adasum"), ("torch", "adasum"),
+        ("stub", "sum")}
+    assert all(r["time_us"] > 0 and r["size"] == 4096 and r["ranks"] == 2 for r in rows)
 
 
 def test_targets_and_ratios():
