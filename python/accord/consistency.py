@@ -42,6 +42,13 @@ def signature(what: str, tensors) -> str:
     return what + ";" + ",".join([_describe_cached(t) for t in tensors])
 
 
+def _description(what: str, tensors, local_error) -> str:
+    desc = signature(what, tensors)
+    if local_error is not None:
+        desc += f";error:{type(local_error).__name__}:{local_error}"
+    return desc
+
+
 def _exchanged(desc: str, count: int) -> np.ndarray:
     """The signature as the max-allreduced pair (h, -h): ranks agree iff max(h) == -max(-h)."""
     h = zlib.crc32(desc.encode()) | (count << 32)
@@ -66,19 +73,14 @@ def check_consistency(comm, what: str, tensors, *, local_error: Exception | None
         else None
     value = None if key is None or key[1] is None else _ONE_TENSOR_VALUES.get(key)
     if value is None:
-        desc = signature(what, tensors)
-        if local_error is not None:
-            desc += f";error:{type(local_error).__name__}:{local_error}"
-        value = _exchanged(desc, len(tensors))
+        value = _exchanged(_description(what, tensors, local_error), len(tensors))
         if key is not None and key[1] is not None:
             value.flags.writeable = False
             _ONE_TENSOR_VALUES[key] = value
     r = comm.allreduce_small(value, "max")
     if r[0] == -r[1] and local_error is None:
         return
-    desc = signature(what, tensors)
-    if local_error is not None:
-        desc += f";error:{type(local_error).__name__}:{local_error}"
+    desc = _description(what, tensors, local_error)
     # Every rank is on this path (the hashes differ, or every rank has the same local error).
     every = comm.allgather_object((desc, None if local_error is None else
                                    (type(local_error), str(local_error))))
