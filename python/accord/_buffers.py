@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["is_tensor", "torch_module", "numel", "addr", "describe", "is_contiguous",
+__all__ = ["is_tensor", "torch_module", "numel", "describe", "is_contiguous",
            "flat_view", "scale_", "BoundedCache", "empty_tensor"]
 
 
@@ -51,13 +51,6 @@ def empty_tensor(n: int, dtype, device):
 
 def numel(x) -> int:
     return x.numel() if is_tensor(x) else int(np.size(x))
-
-
-def addr(x) -> int:
-    """Address of the first element; 0 for ``None`` (the kernels' "no buffer")."""
-    if x is None:
-        return 0
-    return x.data_ptr() if is_tensor(x) else x.ctypes.data
 
 
 def describe(x) -> str:

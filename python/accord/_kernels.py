@@ -71,6 +71,15 @@ def kernel_device(device: int, cuda_index) -> int:
     return CPU if device == CPU else CUDA + (cuda_index or 0)
 
 
+def addr(x) -> int:
+    """Address of the first element of a tensor or C-contiguous array; 0 for ``None`` (the
+    kernels' "no buffer"). Arrays through the buffer protocol: ``ndarray.ctypes.data`` builds a
+    ctypes object per call, ten times the cost."""
+    if x is None:
+        return 0
+    return x.data_ptr() if is_tensor(x) else _C.buffer_address(x)
+
+
 class Buf:
     """A validated view of one argument: framework, dtype code, device, address, shape.
     ``kdev`` is the device argument of the ``_C`` calls (:func:`kernel_device`)."""
@@ -105,7 +114,7 @@ class Buf:
             if not obj.flags.c_contiguous:
                 raise ValueError(f"{name} must be C-contiguous; use np.ascontiguousarray")
             self.device, self.cuda_index, self.kdev = CPU, None, CPU
-            self.ptr = _C.buffer_address(obj)
+            self.ptr = addr(obj)
             self.shape = obj.shape
 
     @property

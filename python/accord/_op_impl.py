@@ -12,8 +12,8 @@ from numbers import Real
 import numpy as np
 
 from . import _C
-from ._buffers import BoundedCache, addr
-from ._kernels import (CUDA, MAX_SOLVE_K, Buf, check_cuda_available, cuda_workspace, empty,
+from ._buffers import BoundedCache
+from ._kernels import (CUDA, MAX_SOLVE_K, Buf, addr, check_cuda_available, cuda_workspace, empty,
                        float64_array, host_offsets, layout_plan, plan, same_kind, stream,
                        workspace)
 

@@ -54,8 +54,8 @@ import sys
 import numpy as np
 
 from . import _C, profiling
-from ._buffers import BoundedCache, addr, is_tensor, scale_, torch_module
-from ._kernels import BFLOAT16, CPU, Flat, Plan
+from ._buffers import BoundedCache, is_tensor, scale_, torch_module
+from ._kernels import BFLOAT16, CPU, Flat, Plan, addr
 
 __all__ = ["adasum_allreduce_", "adasum_tree_core_layout", "GATHER_MAX_BYTES"]
 

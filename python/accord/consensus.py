@@ -80,8 +80,8 @@ from numbers import Real
 import numpy as np
 
 from . import _C, consensus_rules, topology
-from ._buffers import BoundedCache, addr, describe, is_tensor, numel, torch_module
-from ._kernels import CPU, CUDA, MAX_SOLVE_K, Flat, Plan, dtype_code, host_offsets
+from ._buffers import BoundedCache, describe, is_tensor, numel, torch_module
+from ._kernels import CPU, CUDA, MAX_SOLVE_K, Flat, Plan, addr, dtype_code, host_offsets
 from .consistency import check_consistency
 from .fusion import Fusion
 
@@ -491,7 +491,7 @@ class ConsensusAggregator:
             c0 = np.ascontiguousarray(coef[:, 0])
             c1 = np.ascontiguousarray(coef[:, 1])
             _C.axpby(flat.code, CPU, rows.ptrs[0], rows.ptrs[1], out, lay.sum_plan.layout,
-                     c0.ctypes.data, c1.ctypes.data, 0)  # elementwise: out may be a row
+                     addr(c0), addr(c1), 0)  # elementwise: out may be a row
         else:
             coef_buf = (torch_module().as_tensor(coef, device=flat.obj.device)
                         if flat.device == CUDA else np.ascontiguousarray(coef))
@@ -507,7 +507,7 @@ class ConsensusAggregator:
         if pair:
             dots = scr.gram[:3 * U]
             _C.segment_dots(flat.code, CPU, rows.ptrs[0], rows.ptrs[1], lay.sum_plan.layout,
-                            dots.ctypes.data, 0, 0)
+                            addr(dots), 0, 0)
             d = dots.reshape(U, 3)
             K = np.empty((U, 2, 2))
             K[:, 0, 0], K[:, 1, 1], K[:, 0, 1], K[:, 1, 0] = d[:, 1], d[:, 2], d[:, 0], d[:, 0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _C
-from ._kernels import CPU
+from ._kernels import CPU, addr
 
 __all__ = ["diagonal_rule", "gram_rule", "SUM_TOL"]
 
@@ -53,5 +53,5 @@ def gram_rule(K, N: int, ridge: float):
     A = np.ascontiguousarray(K + lam[:, None, None] * np.eye(N))
     rhs = np.ascontiguousarray(K.sum(axis=2) / N)
     alpha = np.empty((U, N), dtype=np.float64)
-    _C.solve_spd(CPU, A.ctypes.data, rhs.ctypes.data, U, N, 0.0, alpha.ctypes.data, 0, 0)
+    _C.solve_spd(CPU, addr(A), addr(rhs), U, N, 0.0, addr(alpha), 0, 0)
     return alpha
