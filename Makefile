@@ -32,11 +32,11 @@ demo: install
 
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -rfE --durations=15 tests
-	$(MAKE) sanitize-test
+	$(BIN)/python -m pytest -q -rfE --durations=15 -n 2 --dist loadgroup tests
 
 # The kernel tests and a 2-rank Adasum job against an AddressSanitizer + UBSan build of the
-# kernels (built in build/sanitize; the installed module is not touched).
+# kernels (built in build/sanitize; the installed module is not touched). `make test` runs it
+# too, as tests/test_sanitize.py, beside the distributed jobs.
 sanitize-test: $(VENV)/.deps
 	PYTHON=$(BIN)/python PATH=$(BIN):$$PATH bash tests/sanitize/run.sh
 

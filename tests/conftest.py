@@ -4,6 +4,12 @@
   installed), and ``import oracle`` works from every test module (this directory is on sys.path).
 * ``@pytest.mark.cuda`` tests (and ``cuda`` cells of the ops test matrix) are skipped cleanly
   unless accord was built with CUDA, sees a GPU, and torch has CUDA.
+* Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) every test that launches a
+  distributed job (``mpi`` marker) is in one group, so those jobs run one after another on one
+  worker: they oversubscribe the cores on their own, and two at once would only slow each other
+  (MPI ranks poll while they wait). Every other module is a group of its own (its module-scoped
+  fixtures, such as test_install's wheelhouse, are built once) and runs on the other worker
+  meanwhile: builds, installs, the sanitizer run and the in-process kernel tests.
 * ``case`` fixture: one (framework, dtype, device) cell of the kernel test matrix
   (``oracle.all_cases``): numpy x {float32, float64, float16} on cpu, torch x {float32, float64,
   float16, bfloat16} x {cpu, cuda}.
@@ -44,12 +50,14 @@ _CUDA_SKIP = ("needs accord built with CUDA, a visible GPU and torch with CUDA "
 
 
 def pytest_collection_modifyitems(config, items):
-    if CUDA_USABLE:
-        return
     skip = pytest.mark.skip(reason=_CUDA_SKIP)
+    grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
-        if item.get_closest_marker("cuda") is not None:
+        if not CUDA_USABLE and item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+        if grouped:
+            group = "distributed-jobs" if item.get_closest_marker("mpi") else item.module.__name__
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(params=oracle.case_params())

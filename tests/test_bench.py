@@ -57,6 +57,7 @@ def _check_output(output, raw_name, json_path, largest, check_targets):
     assert all(r["time_us"] > 0 and r["busbw"] == pytest.approx(r["algbw"]) for r in data["rows"])
 
 
+@pytest.mark.mpi
 @requires_mpi
 def test_bench_allreduce_mpi_check_targets(tmp_path):
     # --check-targets on a sweep that stops at 256 KiB: the 64 MiB target is not measured,
@@ -69,6 +70,7 @@ def test_bench_allreduce_mpi_check_targets(tmp_path):
     _check_output(result.output, "mpi-raw", out, "256 KiB", check_targets=True)
 
 
+@pytest.mark.mpi
 @requires_torch_dist
 def test_bench_allreduce_gloo(tmp_path):
     out = tmp_path / "ar.json"

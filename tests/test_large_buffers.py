@@ -19,6 +19,7 @@ def available_gib() -> float:
     return 0.0
 
 
+@pytest.mark.mpi
 @requires_mpi
 @pytest.mark.skipif(available_gib() < NEEDED_GIB,
                     reason=f"needs {NEEDED_GIB} GiB of available memory")
