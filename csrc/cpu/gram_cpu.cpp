@@ -6,7 +6,8 @@
 // tile (counted from the tile's start) is accumulated into lane c % kLanes, in increasing c; at
 // the end of the tile the lanes are folded pairwise in a fixed order (lane t += lane t + w, for
 // w = kLanes/2 .. 1), as in segment_dots. The pairs are walked in 2x2 register tiles (four
-// products from four row loads). Partials are kept for the upper triangle only.
+// products from four row loads; an odd last row in 2x1 tiles). Partials are kept for the upper
+// triangle only.
 //
 // The portable version keeps the lanes in four-double vector-extension values; the x86 AVX2
 // version (chosen at run time) is the same code compiled for AVX2 + FMA. The products
@@ -67,6 +68,31 @@ ACCORD_ALWAYS_INLINE void convert_row(const T* src, int64_t len, double* dst) {
   }
 }
 
+// Adds the products of row y with rows x0 (and x1 when N = 2) over columns [0, full) into the lane
+// sums a0 (a1): column c into lane c % kLanes, in increasing c, as in the 2x2 tiles.
+template <int N>
+ACCORD_ALWAYS_INLINE void column_tile(const double* y, const double* x0, double* a0,
+                                      const double* x1, double* a1, int64_t full) {
+  for (int q = 0; q < kLanes; q += 8) {
+    f64x4 s0[2], s1[2];
+    for (int h = 0; h < 2; ++h) {
+      s0[h] = vec::loadu<f64x4>(a0 + q + 4 * h);
+      if constexpr (N == 2) s1[h] = vec::loadu<f64x4>(a1 + q + 4 * h);
+    }
+    for (int64_t e = q; e < full; e += kLanes) {
+      for (int h = 0; h < 2; ++h) {
+        const f64x4 Y = vec::loadu<f64x4>(y + e + 4 * h);
+        s0[h] = madd(vec::loadu<f64x4>(x0 + e + 4 * h), Y, s0[h]);
+        if constexpr (N == 2) s1[h] = madd(vec::loadu<f64x4>(x1 + e + 4 * h), Y, s1[h]);
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      vec::storeu(a0 + q + 4 * h, s0[h]);
+      if constexpr (N == 2) vec::storeu(a1 + q + 4 * h, s1[h]);
+    }
+  }
+}
+
 // acc: rows*(rows+1)/2 pairs (i <= j, row-major upper triangle) of kLanes doubles each.
 template <typename T>
 ACCORD_ALWAYS_INLINE void tile_gram_body(const T* v, int64_t k, int64_t n, const T* rhs,
@@ -82,13 +108,22 @@ ACCORD_ALWAYS_INLINE void tile_gram_body(const T* v, int64_t k, int64_t n, const
     const int64_t full = len / kLanes * kLanes;
     for (int64_t i = 0; i < rows; ++i)
       convert_row(i < k ? v + i * n + b0 : rhs + b0, len, block + i * kBlock);
-    // 2x2 tiles of pairs (i, i1) x (j, j1), i <= j. At the edges a tile repeats a row (i1 == i or
-    // j1 == j) or covers a pair below the diagonal (i1 > j): those accumulators are either the
-    // same pair computed identically (same start, same operations) or not stored.
+    // 2x2 tiles of pairs (i, i1) x (j, j1), i <= j; a diagonal tile computes the pair below the
+    // diagonal too but does not store it. An odd last row j (rhs with an even k, or an odd k)
+    // gets column tiles of (i, i + 1) x j instead, each product computed once.
     for (int64_t i = 0; i < rows; i += 2) {
       const int64_t i1 = std::min(i + 1, rows - 1);
       for (int64_t j = i; j < rows; j += 2) {
         const int64_t j1 = std::min(j + 1, rows - 1);
+        if (j1 == j) {
+          const double* y = block + j * kBlock;
+          if (i1 == i)
+            column_tile<1>(y, block + i * kBlock, acc + idx(i, j) * kLanes, nullptr, nullptr, full);
+          else
+            column_tile<2>(y, block + i * kBlock, acc + idx(i, j) * kLanes, block + i1 * kBlock,
+                           acc + idx(i1, j) * kLanes, full);
+          continue;
+        }
         const double* x0 = block + i * kBlock;
         const double* x1 = block + i1 * kBlock;
         const double* y0 = block + j * kBlock;
