@@ -616,18 +616,26 @@ def test_bitwise_across_cpu_isas(case, every_cpu_isa, rng):
     n = int(off[-1])
     scale = np.exp(rng.uniform(-12, 12, n)) if case.dtype in ("float32", "float64") else 1.0
     a, b = pair_inputs(case, n, rng, scale)
-    v = case.array(rng.standard_normal((3, n)))
+    v = case.array(rng.standard_normal((6, n)))
     w = case.float64(rng.standard_normal((len(off) - 1, 3)))
+    # gram over 1 .. 7 rows (k vectors, + 1 with rhs): the AVX2 kernel keeps up to five rows in
+    # registers and stages more (csrc/cpu/gram_cpu.cpp)
+    grams = [(k, rhs) for k in (1, 2, 3, 4, 5, 6) for rhs in (None, a)]
+    names = ["dots", "combine", "weighted_sum"]
+    for k, rhs in grams:
+        names += [f"gram k={k}"] if rhs is None else [f"gram k={k} + rhs", f"rhs dots k={k}"]
     runs = []
     for level in every_cpu_isa:
         assert _C.set_cpu_isa(level) and accord.build_info()["cpu_isa"] == level
-        runs.append([ops.segment_dots(a, b, case.offsets(off)),
-                     ops.adasum_combine(a, b, case.offsets(off), weights=(3, 1)),
-                     *ops.gram(v, case.offsets(off), rhs=a),
-                     ops.weighted_sum(v, w, case.offsets(off))])
+        run = [ops.segment_dots(a, b, case.offsets(off)),
+               ops.adasum_combine(a, b, case.offsets(off), weights=(3, 1)),
+               ops.weighted_sum(v[:3], w, case.offsets(off))]
+        for k, rhs in grams:
+            res = ops.gram(v[:k], case.offsets(off), rhs=rhs)
+            run += [res] if rhs is None else list(res)
+        runs.append(run)
     for later, level in zip(runs[1:], every_cpu_isa[1:]):
-        for name, x, y in zip(("dots", "combine", "gram", "gram rhs", "weighted_sum"), runs[0],
-                              later):
+        for name, x, y in zip(names, runs[0], later):
             assert same_bits(case, x, y), f"{name}: {level} differs from portable"
 
 

@@ -10,9 +10,12 @@
 // triangle only.
 //
 // The portable version keeps the lanes in four-double vector-extension values; the x86 AVX2
-// version (chosen at run time) is the same code compiled for AVX2 + FMA. The products
-// of float32 or 16-bit values are exact in float64, so FMA changes nothing and both give the
-// same bits; float64 inputs always take the portable, FMA-free version.
+// version (chosen at run time) is the same code compiled for AVX2 + FMA, except that up to five
+// rows (k <= 4 with a right-hand side, k <= 5 without) it converts the rows as it loads them and
+// keeps every pair's lane sums in registers (tile_gram_registers), with each lane's columns still
+// added in increasing order. The products of float32 or 16-bit values are exact in float64, so
+// FMA changes nothing and every version gives the same bits; float64 inputs always take the
+// portable, FMA-free version.
 //
 // Why (k = 4..16, 64 MiB-class float32 rows, 2 cores): the former per-block `omp simd reduction`
 // kept one accumulator per pair and block and waited on add latency (3.6-6.7x the bandwidth
@@ -93,16 +96,34 @@ ACCORD_ALWAYS_INLINE void column_tile(const double* y, const double* x0, double*
   }
 }
 
+// Index of pair (i, j), i <= j < rows, in the lane accumulators (row-major upper triangle).
+ACCORD_ALWAYS_INLINE int64_t pair_index(int64_t i, int64_t j, int64_t rows) {
+  return i * rows - i * (i - 1) / 2 + (j - i);
+}
+
+// Folds each pair's kLanes lane sums pairwise in the fixed order and writes the tile's partials:
+// the upper triangle of the k vectors, then the k products with the rhs (row k).
+ACCORD_ALWAYS_INLINE void fold_lanes(double* acc, int64_t k, int64_t rows, double* partial) {
+  const int64_t pairs = k * (k + 1) / 2;
+  int64_t p = 0;
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = i; j < rows; ++j) {
+      double* l = acc + pair_index(i, j, rows) * kLanes;
+      for (int w = kLanes / 2; w >= 1; w /= 2)
+        for (int t = 0; t < w; ++t) l[t] += l[t + w];
+      partial[j < k ? p++ : pairs + i] = l[0];
+    }
+}
+
 // acc: rows*(rows+1)/2 pairs (i <= j, row-major upper triangle) of kLanes doubles each.
 template <typename T>
 ACCORD_ALWAYS_INLINE void tile_gram_body(const T* v, int64_t k, int64_t n, const T* rhs,
                                          int64_t begin, int64_t end, double* partial,
                                          double* block, double* acc) {
   const int64_t rows = k + (rhs ? 1 : 0);
-  const int64_t pairs = k * (k + 1) / 2;
   const int64_t all = rows * (rows + 1) / 2;
   std::fill(acc, acc + all * kLanes, 0.0);
-  auto idx = [rows](int64_t i, int64_t j) { return i * rows - i * (i - 1) / 2 + (j - i); };
+  auto idx = [rows](int64_t i, int64_t j) { return pair_index(i, j, rows); };
   for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
     const int64_t len = std::min(kBlock, end - b0);
     const int64_t full = len / kLanes * kLanes;
@@ -176,14 +197,7 @@ ACCORD_ALWAYS_INLINE void tile_gram_body(const T* v, int64_t k, int64_t n, const
         }
     }
   }
-  int64_t p = 0;
-  for (int64_t i = 0; i < k; ++i)
-    for (int64_t j = i; j < rows; ++j) {
-      double* l = acc + idx(i, j) * kLanes;
-      for (int w = kLanes / 2; w >= 1; w /= 2)
-        for (int t = 0; t < w; ++t) l[t] += l[t + w];
-      partial[j < k ? p++ : pairs + i] = l[0];
-    }
+  fold_lanes(acc, k, rows, partial);
 }
 
 template <typename T>
@@ -194,10 +208,111 @@ void tile_gram(const T* v, int64_t k, int64_t n, const T* rhs, int64_t begin, in
 
 #if ACCORD_X86_DISPATCH
 
+// ---- AVX2 with the rows in registers (at most kRegisterRows rows) ----------------------------
+// With few rows, staging them as float64 costs more than the products: at k = 4, 4096 columns,
+// the conversion stores and the reloads of the 2x2 tiles took most of the time. Up to five rows,
+// every pair's accumulator fits in a register for four lanes at a time, so each block is walked
+// once per group of four lanes (q) with the rows converted as they are loaded (the block is
+// still in L1 for the later groups). Each lane still adds its columns in increasing order, so
+// the sums are those of the staged version, bit for bit.
+constexpr int64_t kRegisterRows = 5;
+
+// Four elements as float64, converted as vec.h's avx2_load8 does.
+ACCORD_TARGET_AVX2 ACCORD_ALWAYS_INLINE __m256d load4_f64(const float* p) {
+  return _mm256_cvtps_pd(_mm_loadu_ps(p));
+}
+ACCORD_TARGET_AVX2 ACCORD_ALWAYS_INLINE __m256d load4_f64(const half_t* p) {
+  return _mm256_cvtps_pd(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+ACCORD_TARGET_AVX2 ACCORD_ALWAYS_INLINE __m256d load4_f64(const bfloat16_t* p) {
+  const __m128i u = _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32(u, 16)));
+}
+
+// Lanes q .. q+3, over columns [0, full), of the pairs (i <= j < R) of rows x[0 .. R) (C = false),
+// or of the pairs (i, R) for i <= R, row R against rows 0 .. R (C = true). acc[p]: the lane sums
+// of the p-th such pair. At most 14 of the 16 vector registers: no spills in the loop.
+template <int R, bool C, typename T>
+ACCORD_TARGET_AVX2_FMA ACCORD_ALWAYS_INLINE void register_lanes(const T* const* x,
+                                                                double* const* acc, int q,
+                                                                int64_t full) {
+  constexpr int P = C ? R + 1 : R * (R + 1) / 2;
+  constexpr int L = C ? R + 1 : R;
+  __m256d s[P];
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) s[p] = _mm256_loadu_pd(acc[p] + q);
+  for (int64_t e = q; e < full; e += kLanes) {
+    __m256d r[L];
+#pragma GCC unroll 16
+    for (int i = 0; i < L; ++i) r[i] = load4_f64(x[i] + e);
+    if constexpr (C) {
+#pragma GCC unroll 16
+      for (int i = 0; i <= R; ++i) s[i] = _mm256_fmadd_pd(r[i], r[R], s[i]);
+    } else {
+      int p = 0;
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
+        for (int j = i; j < R; ++j, ++p) s[p] = _mm256_fmadd_pd(r[i], r[j], s[p]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) _mm256_storeu_pd(acc[p] + q, s[p]);
+}
+
+// One block of `rows` (= R, at most kRegisterRows) rows: x[i] its first column in row i.
+template <int R, typename T>
+ACCORD_TARGET_AVX2_FMA void register_block(const T* const* x, double* acc, int64_t full) {
+  constexpr int T4 = R < 5 ? R : 4;  // rows in the triangle; a fifth row goes by column
+  double* tri[T4 * (T4 + 1) / 2];
+  double* col[5];
+  int p = 0;
+  for (int i = 0; i < T4; ++i)
+    for (int j = i; j < T4; ++j) tri[p++] = acc + pair_index(i, j, R) * kLanes;
+  for (int i = 0; i < R; ++i) col[i] = acc + pair_index(i, R - 1, R) * kLanes;
+  for (int q = 0; q < kLanes; q += 4) {
+    register_lanes<T4, false>(x, tri, q, full);
+    if constexpr (R == 5) register_lanes<4, true>(x, col, q, full);
+  }
+}
+
+template <typename T>
+ACCORD_TARGET_AVX2_FMA void tile_gram_registers(const T* v, int64_t k, int64_t n, const T* rhs,
+                                                int64_t begin, int64_t end, double* partial,
+                                                double* acc) {
+  const int64_t rows = k + (rhs ? 1 : 0);
+  std::fill(acc, acc + rows * (rows + 1) / 2 * kLanes, 0.0);
+  const T* x[kRegisterRows];
+  for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
+    const int64_t len = std::min(kBlock, end - b0);
+    const int64_t full = len / kLanes * kLanes;
+    for (int64_t i = 0; i < rows; ++i) x[i] = i < k ? v + i * n + b0 : rhs + b0;
+    switch (rows) {
+      case 1: register_block<1>(x, acc, full); break;
+      case 2: register_block<2>(x, acc, full); break;
+      case 3: register_block<3>(x, acc, full); break;
+      case 4: register_block<4>(x, acc, full); break;
+      default: register_block<5>(x, acc, full); break;
+    }
+    // the block's last columns (fewer than kLanes; only in a tile's last block): lane e - full
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = i; j < rows; ++j) {
+        double* a = acc + pair_index(i, j, rows) * kLanes;
+        for (int64_t e = full; e < len; ++e) {
+          const double prod = double(Elem<T>::load(x[i][e])) * double(Elem<T>::load(x[j][e]));
+          a[e - full] += prod;
+        }
+      }
+  }
+  fold_lanes(acc, k, rows, partial);
+}
+
 template <typename T>
 ACCORD_TARGET_AVX2_FMA void tile_gram_avx2(const T* v, int64_t k, int64_t n, const T* rhs,
                                            int64_t begin, int64_t end, double* partial,
                                            double* block, double* acc) {
+  if (k + (rhs ? 1 : 0) <= kRegisterRows)
+    return tile_gram_registers(v, k, n, rhs, begin, end, partial, acc);
   tile_gram_body(v, k, n, rhs, begin, end, partial, block, acc);
 }
 #endif
