@@ -616,11 +616,11 @@ def test_bitwise_across_cpu_isas(case, every_cpu_isa, rng):
     n = int(off[-1])
     scale = np.exp(rng.uniform(-12, 12, n)) if case.dtype in ("float32", "float64") else 1.0
     a, b = pair_inputs(case, n, rng, scale)
-    v = case.array(rng.standard_normal((6, n)))
+    v = case.array(rng.standard_normal((8, n)))
     w = case.float64(rng.standard_normal((len(off) - 1, 3)))
-    # gram over 1 .. 7 rows (k vectors, + 1 with rhs): the AVX2 kernel keeps up to five rows in
-    # registers and stages more (csrc/cpu/gram_cpu.cpp)
-    grams = [(k, rhs) for k in (1, 2, 3, 4, 5, 6) for rhs in (None, a)]
+    # gram over 1 .. 9 rows (k vectors, + 1 with rhs): the AVX2 kernel keeps up to five rows in
+    # registers, stages more and walks them in groups of four (csrc/cpu/gram_cpu.cpp)
+    grams = [(k, rhs) for k in (1, 2, 3, 4, 5, 6, 8) for rhs in (None, a)]
     names = ["dots", "combine", "weighted_sum"]
     for k, rhs in grams:
         names += [f"gram k={k}"] if rhs is None else [f"gram k={k} + rhs", f"rhs dots k={k}"]

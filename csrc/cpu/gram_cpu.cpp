@@ -9,13 +9,14 @@
 // products from four row loads; an odd last row in 2x1 tiles). Partials are kept for the upper
 // triangle only.
 //
-// The portable version keeps the lanes in four-double vector-extension values; the x86 AVX2
-// version (chosen at run time) is the same code compiled for AVX2 + FMA, except that up to five
-// rows (k <= 4 with a right-hand side, k <= 5 without) it converts the rows as it loads them and
-// keeps every pair's lane sums in registers (tile_gram_registers), with each lane's columns still
-// added in increasing order. The products of float32 or 16-bit values are exact in float64, so
-// FMA changes nothing and every version gives the same bits; float64 inputs always take the
-// portable, FMA-free version.
+// The portable version keeps the lanes in four-double vector-extension values. The x86 AVX2
+// version (chosen at run time) works on four lanes at a time with larger register tiles: up to
+// five rows (k <= 4 with a right-hand side, k <= 5 without) it converts the rows as it loads them
+// and keeps every pair's lane sums in registers (tile_gram_registers); with more rows it stages
+// them as above and walks groups of four rows: a triangle on the diagonal, 4 x 2 rectangles off it
+// (tile_gram_staged_avx2). Each lane's columns are still added in increasing order, and the
+// products of float32 or 16-bit values are exact in float64, so FMA changes nothing and every
+// version gives the same bits; float64 inputs always take the portable, FMA-free version.
 //
 // Why (k = 4..16, 64 MiB-class float32 rows, 2 cores): the former per-block `omp simd reduction`
 // kept one accumulator per pair and block and waited on add latency (3.6-6.7x the bandwidth
@@ -115,6 +116,23 @@ ACCORD_ALWAYS_INLINE void fold_lanes(double* acc, int64_t k, int64_t rows, doubl
     }
 }
 
+// The staged block's last columns [full, len) (fewer than kLanes; only in a tile's last block):
+// column e into lane e - full.
+ACCORD_ALWAYS_INLINE void add_staged_tail(const double* block, int64_t rows, double* acc,
+                                          int64_t full, int64_t len) {
+  if (full == len) return;
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = i; j < rows; ++j) {
+      double* a = acc + pair_index(i, j, rows) * kLanes;
+      const double* x = block + i * kBlock;
+      const double* y = block + j * kBlock;
+      for (int64_t e = full; e < len; ++e) {
+        const double prod = x[e] * y[e];
+        a[e - full] += prod;
+      }
+    }
+}
+
 // acc: rows*(rows+1)/2 pairs (i <= j, row-major upper triangle) of kLanes doubles each.
 template <typename T>
 ACCORD_ALWAYS_INLINE void tile_gram_body(const T* v, int64_t k, int64_t n, const T* rhs,
@@ -183,19 +201,7 @@ ACCORD_ALWAYS_INLINE void tile_gram_body(const T* v, int64_t k, int64_t n, const
         }
       }
     }
-    // the block's last columns (fewer than kLanes; only in a tile's last block): lane e - full
-    if (full < len) {
-      for (int64_t i = 0; i < rows; ++i)
-        for (int64_t j = i; j < rows; ++j) {
-          double* a = acc + idx(i, j) * kLanes;
-          const double* x = block + i * kBlock;
-          const double* y = block + j * kBlock;
-          for (int64_t e = full; e < len; ++e) {
-            const double prod = x[e] * y[e];
-            a[e - full] += prod;
-          }
-        }
-    }
+    add_staged_tail(block, rows, acc, full, len);
   }
   fold_lanes(acc, k, rows, partial);
 }
@@ -220,6 +226,9 @@ constexpr int64_t kRegisterRows = 5;
 // Four elements as float64, converted as vec.h's avx2_load8 does.
 ACCORD_TARGET_AVX2 ACCORD_ALWAYS_INLINE __m256d load4_f64(const float* p) {
   return _mm256_cvtps_pd(_mm_loadu_ps(p));
+}
+ACCORD_TARGET_AVX2 ACCORD_ALWAYS_INLINE __m256d load4_f64(const double* p) {
+  return _mm256_loadu_pd(p);  // rows already staged as float64
 }
 ACCORD_TARGET_AVX2 ACCORD_ALWAYS_INLINE __m256d load4_f64(const half_t* p) {
   return _mm256_cvtps_pd(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
@@ -307,13 +316,104 @@ ACCORD_TARGET_AVX2_FMA void tile_gram_registers(const T* v, int64_t k, int64_t n
   fold_lanes(acc, k, rows, partial);
 }
 
+// ---- AVX2 over staged rows (more than kRegisterRows rows) ------------------------------------
+// The rows are staged as float64 (converted once per block, as in the portable version) and the
+// pairs are walked in register tiles four lanes at a time: a triangle of four rows on the
+// diagonal (10 pairs from 4 loads) and 4 x 2 rectangles off it (8 pairs from 6 loads), against 4
+// pairs from 4 loads in the 2x2 tiles (docs/kernels.md has the figures). Each lane still adds its
+// columns in increasing order: the same bits.
+
+// Lanes q .. q+3 of the GJ x 4 pairs (x[a], y[b]), a < 4, b < GJ; acc[a * GJ + b] their sums.
+template <int GJ>
+ACCORD_TARGET_AVX2_FMA ACCORD_ALWAYS_INLINE void rectangle_lanes(const double* const* x,
+                                                                 const double* const* y,
+                                                                 double* const* acc, int q,
+                                                                 int64_t full) {
+  __m256d s[4 * GJ];
+#pragma GCC unroll 8
+  for (int p = 0; p < 4 * GJ; ++p) s[p] = _mm256_loadu_pd(acc[p] + q);
+  for (int64_t e = q; e < full; e += kLanes) {
+    __m256d X[4], Y[GJ];
+#pragma GCC unroll 4
+    for (int a = 0; a < 4; ++a) X[a] = _mm256_loadu_pd(x[a] + e);
+#pragma GCC unroll 2
+    for (int b = 0; b < GJ; ++b) Y[b] = _mm256_loadu_pd(y[b] + e);
+#pragma GCC unroll 4
+    for (int a = 0; a < 4; ++a)
+#pragma GCC unroll 2
+      for (int b = 0; b < GJ; ++b) s[a * GJ + b] = _mm256_fmadd_pd(X[a], Y[b], s[a * GJ + b]);
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < 4 * GJ; ++p) _mm256_storeu_pd(acc[p] + q, s[p]);
+}
+
+// The triangle of rows i0 .. i0 + G - 1 of a staged block, all lanes.
+template <int G>
+ACCORD_TARGET_AVX2_FMA void staged_triangle(const double* block, int64_t i0, int64_t rows,
+                                            double* acc, int64_t full) {
+  const double* x[G];
+  double* a[G * (G + 1) / 2];
+  int p = 0;
+  for (int i = 0; i < G; ++i) {
+    x[i] = block + (i0 + i) * kBlock;
+    for (int j = i; j < G; ++j) a[p++] = acc + pair_index(i0 + i, i0 + j, rows) * kLanes;
+  }
+  for (int q = 0; q < kLanes; q += 4) register_lanes<G, false>(x, a, q, full);
+}
+
+// The pairs of rows i0 .. i0 + 3 with rows j0 .. j0 + GJ - 1 (j0 > i0 + 3) of a staged block.
+template <int GJ>
+ACCORD_TARGET_AVX2_FMA void staged_rectangle(const double* block, int64_t i0, int64_t j0,
+                                             int64_t rows, double* acc, int64_t full) {
+  const double* x[4];
+  const double* y[GJ];
+  double* a[4 * GJ];
+  for (int b = 0; b < GJ; ++b) y[b] = block + (j0 + b) * kBlock;
+  for (int i = 0; i < 4; ++i) {
+    x[i] = block + (i0 + i) * kBlock;
+    for (int b = 0; b < GJ; ++b) a[i * GJ + b] = acc + pair_index(i0 + i, j0 + b, rows) * kLanes;
+  }
+  for (int q = 0; q < kLanes; q += 4) rectangle_lanes<GJ>(x, y, a, q, full);
+}
+
+template <typename T>
+ACCORD_TARGET_AVX2_FMA void tile_gram_staged_avx2(const T* v, int64_t k, int64_t n, const T* rhs,
+                                                  int64_t begin, int64_t end, double* partial,
+                                                  double* block, double* acc) {
+  const int64_t rows = k + (rhs ? 1 : 0);
+  std::fill(acc, acc + rows * (rows + 1) / 2 * kLanes, 0.0);
+  for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
+    const int64_t len = std::min(kBlock, end - b0);
+    const int64_t full = len / kLanes * kLanes;
+    for (int64_t i = 0; i < rows; ++i)
+      convert_row(i < k ? v + i * n + b0 : rhs + b0, len, block + i * kBlock);
+    // one group of four rows at a time: its triangle, then its pairs with the later rows
+    for (int64_t i0 = 0; i0 < rows; i0 += 4) {
+      switch (std::min<int64_t>(4, rows - i0)) {
+        case 1: staged_triangle<1>(block, i0, rows, acc, full); break;
+        case 2: staged_triangle<2>(block, i0, rows, acc, full); break;
+        case 3: staged_triangle<3>(block, i0, rows, acc, full); break;
+        default: staged_triangle<4>(block, i0, rows, acc, full); break;
+      }
+      for (int64_t j0 = i0 + 4; j0 < rows; j0 += 2) {
+        if (j0 + 1 < rows)
+          staged_rectangle<2>(block, i0, j0, rows, acc, full);
+        else
+          staged_rectangle<1>(block, i0, j0, rows, acc, full);
+      }
+    }
+    add_staged_tail(block, rows, acc, full, len);
+  }
+  fold_lanes(acc, k, rows, partial);
+}
+
 template <typename T>
 ACCORD_TARGET_AVX2_FMA void tile_gram_avx2(const T* v, int64_t k, int64_t n, const T* rhs,
                                            int64_t begin, int64_t end, double* partial,
                                            double* block, double* acc) {
   if (k + (rhs ? 1 : 0) <= kRegisterRows)
     return tile_gram_registers(v, k, n, rhs, begin, end, partial, acc);
-  tile_gram_body(v, k, n, rhs, begin, end, partial, block, acc);
+  tile_gram_staged_avx2(v, k, n, rhs, begin, end, partial, block, acc);
 }
 #endif
 
