@@ -323,7 +323,7 @@ ACCORD_TARGET_AVX2_FMA void tile_gram_registers(const T* v, int64_t k, int64_t n
 // pairs from 4 loads in the 2x2 tiles (docs/kernels.md has the figures). Each lane still adds its
 // columns in increasing order: the same bits.
 
-// Lanes q .. q+3 of the GJ x 4 pairs (x[a], y[b]), a < 4, b < GJ; acc[a * GJ + b] their sums.
+// Lanes q .. q+3 of the 4 x GJ pairs (x[a], y[b]), a < 4, b < GJ; acc[a * GJ + b] their sums.
 template <int GJ>
 ACCORD_TARGET_AVX2_FMA ACCORD_ALWAYS_INLINE void rectangle_lanes(const double* const* x,
                                                                  const double* const* y,
