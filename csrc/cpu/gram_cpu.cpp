@@ -238,6 +238,20 @@ ACCORD_TARGET_AVX2 ACCORD_ALWAYS_INLINE __m256d load4_f64(const bfloat16_t* p) {
   return _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32(u, 16)));
 }
 
+// convert_row for the AVX2 kernels: four values per instruction (GCC's generic tuning splits
+// the portable version's loads and converts two values at a time).
+template <typename T>
+ACCORD_TARGET_AVX2 ACCORD_ALWAYS_INLINE void convert_row_avx2(const T* src, int64_t len,
+                                                              double* dst) {
+  int64_t e = 0;
+  for (; e + 8 <= len; e += 8) {
+    if (e % 16 == 0) __builtin_prefetch(reinterpret_cast<const char*>(src + e) + kPrefetchBytes);
+    _mm256_storeu_pd(dst + e, load4_f64(src + e));
+    _mm256_storeu_pd(dst + e + 4, load4_f64(src + e + 4));
+  }
+  for (; e < len; ++e) dst[e] = double(Elem<T>::load(src[e]));
+}
+
 // Lanes q .. q+3, over columns [0, full), of the pairs (i <= j < R) of rows x[0 .. R) (C = false),
 // or of the pairs (i, R) for i <= R, row R against rows 0 .. R (C = true). acc[p]: the lane sums
 // of the p-th such pair. At most 14 of the 16 vector registers: no spills in the loop.
@@ -334,8 +348,13 @@ ACCORD_TARGET_AVX2_FMA ACCORD_ALWAYS_INLINE void rectangle_lanes(const double* c
   for (int p = 0; p < 4 * GJ; ++p) s[p] = _mm256_loadu_pd(acc[p] + q);
   for (int64_t e = q; e < full; e += kLanes) {
     __m256d X[4], Y[GJ];
+    // the empty asm pins each row in a register: GCC otherwise folds the loads of X into the
+    // FMAs, loading each twice (10 loads per 8 FMAs instead of 6)
 #pragma GCC unroll 4
-    for (int a = 0; a < 4; ++a) X[a] = _mm256_loadu_pd(x[a] + e);
+    for (int a = 0; a < 4; ++a) {
+      X[a] = _mm256_loadu_pd(x[a] + e);
+      asm("" : "+x"(X[a]));
+    }
 #pragma GCC unroll 2
     for (int b = 0; b < GJ; ++b) Y[b] = _mm256_loadu_pd(y[b] + e);
 #pragma GCC unroll 4
@@ -386,7 +405,7 @@ ACCORD_TARGET_AVX2_FMA void tile_gram_staged_avx2(const T* v, int64_t k, int64_t
     const int64_t len = std::min(kBlock, end - b0);
     const int64_t full = len / kLanes * kLanes;
     for (int64_t i = 0; i < rows; ++i)
-      convert_row(i < k ? v + i * n + b0 : rhs + b0, len, block + i * kBlock);
+      convert_row_avx2(i < k ? v + i * n + b0 : rhs + b0, len, block + i * kBlock);
     // one group of four rows at a time: its triangle, then its pairs with the later rows
     for (int64_t i0 = 0; i0 < rows; i0 += 4) {
       switch (std::min<int64_t>(4, rows - i0)) {
