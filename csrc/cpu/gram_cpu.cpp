@@ -14,7 +14,7 @@
 // five rows (k <= 4 with a right-hand side, k <= 5 without) it converts the rows as it loads them
 // and keeps every pair's lane sums in registers (tile_gram_registers); with more rows it stages
 // them as above and walks groups of four rows: a triangle on the diagonal, 4 x 2 rectangles off it
-// (tile_gram_staged_avx2). Each lane's columns are still added in increasing order, and the
+// (walk_groups_avx2). Each lane's columns are still added in increasing order, and the
 // products of float32 or 16-bit values are exact in float64, so FMA changes nothing and every
 // version gives the same bits; float64 inputs always take the portable, FMA-free version.
 //
@@ -133,74 +133,81 @@ ACCORD_ALWAYS_INLINE void add_staged_tail(const double* block, int64_t rows, dou
     }
 }
 
-// acc: rows*(rows+1)/2 pairs (i <= j, row-major upper triangle) of kLanes doubles each.
-template <typename T>
-ACCORD_ALWAYS_INLINE void tile_gram_body(const T* v, int64_t k, int64_t n, const T* rhs,
-                                         int64_t begin, int64_t end, double* partial,
-                                         double* block, double* acc) {
-  const int64_t rows = k + (rhs ? 1 : 0);
-  const int64_t all = rows * (rows + 1) / 2;
-  std::fill(acc, acc + all * kLanes, 0.0);
+// The pairs of a staged block in 2x2 register tiles (portable version).
+ACCORD_ALWAYS_INLINE void walk_pairs_2x2(const double* block, int64_t rows, double* acc,
+                                         int64_t full) {
   auto idx = [rows](int64_t i, int64_t j) { return pair_index(i, j, rows); };
+  // 2x2 tiles of pairs (i, i1) x (j, j1), i <= j; a diagonal tile computes the pair below the
+  // diagonal too but does not store it. An odd last row j (rhs with an even k, or an odd k)
+  // gets column tiles of (i, i + 1) x j instead, each product computed once.
+  for (int64_t i = 0; i < rows; i += 2) {
+    const int64_t i1 = std::min(i + 1, rows - 1);
+    for (int64_t j = i; j < rows; j += 2) {
+      const int64_t j1 = std::min(j + 1, rows - 1);
+      if (j1 == j) {
+        const double* y = block + j * kBlock;
+        if (i1 == i)
+          column_tile<1>(y, block + i * kBlock, acc + idx(i, j) * kLanes, nullptr, nullptr, full);
+        else
+          column_tile<2>(y, block + i * kBlock, acc + idx(i, j) * kLanes, block + i1 * kBlock,
+                         acc + idx(i1, j) * kLanes, full);
+        continue;
+      }
+      const double* x0 = block + i * kBlock;
+      const double* x1 = block + i1 * kBlock;
+      const double* y0 = block + j * kBlock;
+      const double* y1 = block + j1 * kBlock;
+      double* a00 = acc + idx(i, j) * kLanes;
+      double* a01 = acc + idx(i, j1) * kLanes;
+      double* a10 = i1 <= j ? acc + idx(i1, j) * kLanes : nullptr;
+      double* a11 = acc + idx(i1, j1) * kLanes;
+      // lanes q .. q+7 of the four pairs: eight independent FMA chains (covers FMA latency)
+      for (int q = 0; q < kLanes; q += 8) {
+        f64x4 s00[2], s01[2], s10[2], s11[2];
+        for (int h = 0; h < 2; ++h) {
+          s00[h] = vec::loadu<f64x4>(a00 + q + 4 * h);
+          s01[h] = vec::loadu<f64x4>(a01 + q + 4 * h);
+          s10[h] = a10 ? vec::loadu<f64x4>(a10 + q + 4 * h) : f64x4{};
+          s11[h] = vec::loadu<f64x4>(a11 + q + 4 * h);
+        }
+        for (int64_t e = q; e < full; e += kLanes) {
+          for (int h = 0; h < 2; ++h) {
+            const f64x4 X0 = vec::loadu<f64x4>(x0 + e + 4 * h);
+            const f64x4 X1 = vec::loadu<f64x4>(x1 + e + 4 * h);
+            const f64x4 Y0 = vec::loadu<f64x4>(y0 + e + 4 * h);
+            const f64x4 Y1 = vec::loadu<f64x4>(y1 + e + 4 * h);
+            s00[h] = madd(X0, Y0, s00[h]);
+            s01[h] = madd(X0, Y1, s01[h]);
+            s10[h] = madd(X1, Y0, s10[h]);
+            s11[h] = madd(X1, Y1, s11[h]);
+          }
+        }
+        for (int h = 0; h < 2; ++h) {
+          if (a10) vec::storeu(a10 + q + 4 * h, s10[h]);
+          vec::storeu(a11 + q + 4 * h, s11[h]);
+          vec::storeu(a01 + q + 4 * h, s01[h]);
+          vec::storeu(a00 + q + 4 * h, s00[h]);
+        }
+      }
+    }
+  }
+}
+
+// One tile over staged rows: per block of kBlock columns, Stage converts each row into `block`
+// (row i at block + i * kBlock) and Walk adds the products of its full kLanes groups into the
+// lane sums acc (rows*(rows+1)/2 pairs, row-major upper triangle, kLanes doubles each).
+template <auto Stage, auto Walk, typename T>
+ACCORD_ALWAYS_INLINE void staged_tile(const T* v, int64_t k, int64_t n, const T* rhs,
+                                      int64_t begin, int64_t end, double* partial, double* block,
+                                      double* acc) {
+  const int64_t rows = k + (rhs ? 1 : 0);
+  std::fill(acc, acc + rows * (rows + 1) / 2 * kLanes, 0.0);
   for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
     const int64_t len = std::min(kBlock, end - b0);
     const int64_t full = len / kLanes * kLanes;
     for (int64_t i = 0; i < rows; ++i)
-      convert_row(i < k ? v + i * n + b0 : rhs + b0, len, block + i * kBlock);
-    // 2x2 tiles of pairs (i, i1) x (j, j1), i <= j; a diagonal tile computes the pair below the
-    // diagonal too but does not store it. An odd last row j (rhs with an even k, or an odd k)
-    // gets column tiles of (i, i + 1) x j instead, each product computed once.
-    for (int64_t i = 0; i < rows; i += 2) {
-      const int64_t i1 = std::min(i + 1, rows - 1);
-      for (int64_t j = i; j < rows; j += 2) {
-        const int64_t j1 = std::min(j + 1, rows - 1);
-        if (j1 == j) {
-          const double* y = block + j * kBlock;
-          if (i1 == i)
-            column_tile<1>(y, block + i * kBlock, acc + idx(i, j) * kLanes, nullptr, nullptr, full);
-          else
-            column_tile<2>(y, block + i * kBlock, acc + idx(i, j) * kLanes, block + i1 * kBlock,
-                           acc + idx(i1, j) * kLanes, full);
-          continue;
-        }
-        const double* x0 = block + i * kBlock;
-        const double* x1 = block + i1 * kBlock;
-        const double* y0 = block + j * kBlock;
-        const double* y1 = block + j1 * kBlock;
-        double* a00 = acc + idx(i, j) * kLanes;
-        double* a01 = acc + idx(i, j1) * kLanes;
-        double* a10 = i1 <= j ? acc + idx(i1, j) * kLanes : nullptr;
-        double* a11 = acc + idx(i1, j1) * kLanes;
-        // lanes q .. q+7 of the four pairs: eight independent FMA chains (covers FMA latency)
-        for (int q = 0; q < kLanes; q += 8) {
-          f64x4 s00[2], s01[2], s10[2], s11[2];
-          for (int h = 0; h < 2; ++h) {
-            s00[h] = vec::loadu<f64x4>(a00 + q + 4 * h);
-            s01[h] = vec::loadu<f64x4>(a01 + q + 4 * h);
-            s10[h] = a10 ? vec::loadu<f64x4>(a10 + q + 4 * h) : f64x4{};
-            s11[h] = vec::loadu<f64x4>(a11 + q + 4 * h);
-          }
-          for (int64_t e = q; e < full; e += kLanes) {
-            for (int h = 0; h < 2; ++h) {
-              const f64x4 X0 = vec::loadu<f64x4>(x0 + e + 4 * h);
-              const f64x4 X1 = vec::loadu<f64x4>(x1 + e + 4 * h);
-              const f64x4 Y0 = vec::loadu<f64x4>(y0 + e + 4 * h);
-              const f64x4 Y1 = vec::loadu<f64x4>(y1 + e + 4 * h);
-              s00[h] = madd(X0, Y0, s00[h]);
-              s01[h] = madd(X0, Y1, s01[h]);
-              s10[h] = madd(X1, Y0, s10[h]);
-              s11[h] = madd(X1, Y1, s11[h]);
-            }
-          }
-          for (int h = 0; h < 2; ++h) {
-            if (a10) vec::storeu(a10 + q + 4 * h, s10[h]);
-            vec::storeu(a11 + q + 4 * h, s11[h]);
-            vec::storeu(a01 + q + 4 * h, s01[h]);
-            vec::storeu(a00 + q + 4 * h, s00[h]);
-          }
-        }
-      }
-    }
+      Stage(i < k ? v + i * n + b0 : rhs + b0, len, block + i * kBlock);
+    Walk(block, rows, acc, full);
     add_staged_tail(block, rows, acc, full, len);
   }
   fold_lanes(acc, k, rows, partial);
@@ -209,7 +216,7 @@ ACCORD_ALWAYS_INLINE void tile_gram_body(const T* v, int64_t k, int64_t n, const
 template <typename T>
 void tile_gram(const T* v, int64_t k, int64_t n, const T* rhs, int64_t begin, int64_t end,
                double* partial, double* block, double* acc) {
-  tile_gram_body(v, k, n, rhs, begin, end, partial, block, acc);
+  staged_tile<convert_row<T>, walk_pairs_2x2>(v, k, n, rhs, begin, end, partial, block, acc);
 }
 
 #if ACCORD_X86_DISPATCH
@@ -241,8 +248,7 @@ ACCORD_TARGET_AVX2 ACCORD_ALWAYS_INLINE __m256d load4_f64(const bfloat16_t* p) {
 // convert_row for the AVX2 kernels: four values per instruction (GCC's generic tuning splits
 // the portable version's loads and converts two values at a time).
 template <typename T>
-ACCORD_TARGET_AVX2 ACCORD_ALWAYS_INLINE void convert_row_avx2(const T* src, int64_t len,
-                                                              double* dst) {
+ACCORD_TARGET_AVX2 void convert_row_avx2(const T* src, int64_t len, double* dst) {
   int64_t e = 0;
   for (; e + 8 <= len; e += 8) {
     if (e % 16 == 0) __builtin_prefetch(reinterpret_cast<const char*>(src + e) + kPrefetchBytes);
@@ -395,35 +401,24 @@ ACCORD_TARGET_AVX2_FMA void staged_rectangle(const double* block, int64_t i0, in
   for (int q = 0; q < kLanes; q += 4) rectangle_lanes<GJ>(x, y, a, q, full);
 }
 
-template <typename T>
-ACCORD_TARGET_AVX2_FMA void tile_gram_staged_avx2(const T* v, int64_t k, int64_t n, const T* rhs,
-                                                  int64_t begin, int64_t end, double* partial,
-                                                  double* block, double* acc) {
-  const int64_t rows = k + (rhs ? 1 : 0);
-  std::fill(acc, acc + rows * (rows + 1) / 2 * kLanes, 0.0);
-  for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
-    const int64_t len = std::min(kBlock, end - b0);
-    const int64_t full = len / kLanes * kLanes;
-    for (int64_t i = 0; i < rows; ++i)
-      convert_row_avx2(i < k ? v + i * n + b0 : rhs + b0, len, block + i * kBlock);
-    // one group of four rows at a time: its triangle, then its pairs with the later rows
-    for (int64_t i0 = 0; i0 < rows; i0 += 4) {
-      switch (std::min<int64_t>(4, rows - i0)) {
-        case 1: staged_triangle<1>(block, i0, rows, acc, full); break;
-        case 2: staged_triangle<2>(block, i0, rows, acc, full); break;
-        case 3: staged_triangle<3>(block, i0, rows, acc, full); break;
-        default: staged_triangle<4>(block, i0, rows, acc, full); break;
-      }
-      for (int64_t j0 = i0 + 4; j0 < rows; j0 += 2) {
-        if (j0 + 1 < rows)
-          staged_rectangle<2>(block, i0, j0, rows, acc, full);
-        else
-          staged_rectangle<1>(block, i0, j0, rows, acc, full);
-      }
+// The pairs of a staged block in groups of four rows: the group's triangle, then its pairs with
+// the later rows.
+ACCORD_TARGET_AVX2_FMA void walk_groups_avx2(const double* block, int64_t rows, double* acc,
+                                             int64_t full) {
+  for (int64_t i0 = 0; i0 < rows; i0 += 4) {
+    switch (std::min<int64_t>(4, rows - i0)) {
+      case 1: staged_triangle<1>(block, i0, rows, acc, full); break;
+      case 2: staged_triangle<2>(block, i0, rows, acc, full); break;
+      case 3: staged_triangle<3>(block, i0, rows, acc, full); break;
+      default: staged_triangle<4>(block, i0, rows, acc, full); break;
     }
-    add_staged_tail(block, rows, acc, full, len);
+    for (int64_t j0 = i0 + 4; j0 < rows; j0 += 2) {
+      if (j0 + 1 < rows)
+        staged_rectangle<2>(block, i0, j0, rows, acc, full);
+      else
+        staged_rectangle<1>(block, i0, j0, rows, acc, full);
+    }
   }
-  fold_lanes(acc, k, rows, partial);
 }
 
 template <typename T>
@@ -432,7 +427,8 @@ ACCORD_TARGET_AVX2_FMA void tile_gram_avx2(const T* v, int64_t k, int64_t n, con
                                            double* block, double* acc) {
   if (k + (rhs ? 1 : 0) <= kRegisterRows)
     return tile_gram_registers(v, k, n, rhs, begin, end, partial, acc);
-  tile_gram_staged_avx2(v, k, n, rhs, begin, end, partial, block, acc);
+  staged_tile<convert_row_avx2<T>, walk_groups_avx2>(v, k, n, rhs, begin, end, partial, block,
+                                                     acc);
 }
 #endif
 
